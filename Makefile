@@ -1,0 +1,42 @@
+# The study's two entry points: `make repro` (the DVC pipeline, default CPU configuration) and
+# `make test` (the test suite). Both create the virtual environment they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: venv repro test test-fast lint bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# SAM2 compiles an optional CUDA extension by default and would fetch a second torch into an
+	# isolated build environment: build it against the pinned torch, without the extension.
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-build-isolation --no-deps \
+		-c constraints.txt "sam2==1.1.0"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+repro: venv
+	PATH="$(BIN):$$PATH" dvc repro
+
+test: venv
+	PATH="$(BIN):$$PATH" python -m pytest -q
+
+test-fast: venv
+	PATH="$(BIN):$$PATH" python -m pytest -q -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: venv
+	PATH="$(BIN):$$PATH" python benchmarks/scoring.py
+	PATH="$(BIN):$$PATH" python benchmarks/pipeline.py
+
+clean-venv:
+	rm -rf $(VENV)

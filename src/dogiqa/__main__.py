@@ -1,0 +1,5 @@
+import sys
+
+from dogiqa.cli import main
+
+sys.exit(main())

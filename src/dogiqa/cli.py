@@ -1,0 +1,102 @@
+"""Command line: ``python -m dogiqa <stage> ...`` (also installed as ``dogiqa``).
+
+Each stage command is a thin wrapper over a library function ``run(...)`` in the stage's module.
+Errors the user can fix (``DogIQAError``) are printed as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dogiqa.config import load_params
+from dogiqa.errors import DogIQAError
+
+
+def _per_dataset(module: str) -> Callable[[argparse.Namespace], Any]:
+    def call(args: argparse.Namespace) -> Any:
+        stage = importlib.import_module(f"dogiqa.{module}")
+        return stage.run(args.dataset, load_params(args.params))
+
+    return call
+
+
+def _whole_study(module: str) -> Callable[[argparse.Namespace], Any]:
+    def call(args: argparse.Namespace) -> Any:
+        stage = importlib.import_module(f"dogiqa.{module}")
+        return stage.run(load_params(args.params))
+
+    return call
+
+
+def _report(args: argparse.Namespace) -> Any:
+    from dogiqa import report
+
+    return report.run(load_params(args.params), only=args.notebook)
+
+
+def _score_image(args: argparse.Namespace) -> Any:
+    from dogiqa import score_image
+
+    return score_image.run(args.paths, load_params(args.params), as_json=args.json)
+
+
+STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
+    # name: (help, handler, takes --dataset)
+    "download": ("fetch, verify and normalise one dataset", _per_dataset("download"), True),
+    "upper-bound": (
+        "Table 1: the upper bound of K-level scoring",
+        _whole_study("upper_bound"),
+        False,
+    ),
+    "segment": ("cut each image into regions (Algorithm 1)", _per_dataset("segment"), True),
+    "segment-stats": (
+        "segmentation statistics over all datasets",
+        _whole_study("segment_stats"),
+        False,
+    ),
+    "score": ("score the whole image and every region crop", _per_dataset("score"), True),
+    "aggregate": ("combine region scores into predictions", _per_dataset("aggregate"), True),
+    "evaluate": ("SRCC/PLCC/KRCC of predictions against MOS", _per_dataset("evaluate"), True),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dogiqa", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file (default: %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, handler, per_dataset) in STAGES.items():
+        sub = commands.add_parser(name, help=help_text)
+        if per_dataset:
+            sub.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
+        sub.set_defaults(handler=handler)
+    report = commands.add_parser("report", help="execute the notebooks into reports/")
+    report.add_argument("--notebook", help="execute only this notebook (name without .ipynb)")
+    report.set_defaults(handler=_report)
+    image = commands.add_parser("score-image", help="score image files and show their regions")
+    image.add_argument("paths", nargs="+", type=Path, help="image files")
+    image.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    image.set_defaults(handler=_score_image)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+    except DogIQAError as exc:
+        print(f"dogiqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dogiqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else 0

@@ -1,0 +1,90 @@
+"""Report stage: execute the notebooks with papermill into ``reports/``.
+
+Executed notebooks are committed for people to read, so run metadata (papermill's timings and
+timestamps, kernel execution times) is stripped: re-executing an unchanged notebook on unchanged
+inputs gives the same file and leaves git clean.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from dogiqa import paths
+from dogiqa.config import get_list, section
+from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.io import atomic_path
+
+NOTEBOOKS = Path("notebooks")
+VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
+
+
+def strip_run_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop what changes from run to run although the inputs did not."""
+    notebook.metadata.pop("papermill", None)
+    notebook.metadata.pop("widgets", None)
+    language = notebook.metadata.get("language_info", {})
+    language.pop("version", None)
+    for cell in notebook.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        cell.pop("id", None)
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for output in cell.get("outputs", []):
+                output.pop("execution_count", None)
+    notebook.nbformat_minor = min(notebook.nbformat_minor, 4)
+    return notebook
+
+
+def has_errors(notebook: nbformat.NotebookNode) -> bool:
+    return any(
+        output.get("output_type") == "error"
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
+
+
+def execute(
+    name: str, parameters: dict[str, Any] | None = None, output_dir: Path | None = None
+) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` into ``reports/<name>.ipynb`` (stripped)."""
+    import papermill
+
+    source = NOTEBOOKS / f"{name}.ipynb"
+    if not source.exists():
+        raise DogIQAError(f"{source}: notebook not found")
+    target = (output_dir or paths.REPORTS) / f"{name}.ipynb"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with atomic_path(target) as tmp:
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(tmp),
+                parameters=parameters or {},
+                cwd=".",
+                progress_bar=False,
+                kernel_name="python3",
+            )
+        except papermill.PapermillExecutionError as exc:
+            raise DogIQAError(
+                f"{source}: cell {exc.exec_count} failed: {exc.ename}: {exc.evalue}"
+            ) from None
+        notebook = strip_run_metadata(nbformat.read(tmp, as_version=4))
+        nbformat.write(notebook, tmp)
+    return target
+
+
+def run(params: dict[str, Any], only: str | None = None) -> None:
+    sec = section(params, "report")
+    names = get_list(sec, "report", "notebooks")
+    if only is not None:
+        if only not in names:
+            raise ParamError("report.notebooks", f"does not list {only!r}")
+        names = [only]
+    for name in names:
+        target = execute(name, {"params_file": "params.yaml"})
+        print(f"executed {NOTEBOOKS / (name + '.ipynb')} -> {target}")

@@ -1,0 +1,157 @@
+"""Table 1: how much correlation is left when MOS is squeezed into K integer levels.
+
+If a model predicted every image's MOS perfectly but could only answer with one of K integers,
+its SRCC/PLCC against MOS would be those of MOS against its own discretised version. That is the
+"upper bound" of K-level scoring. Three discretisations are compared:
+
+- ``code``: what the authors' released code computes, ``round(s / (max - min) * K)`` with numpy's
+  round-half-to-even and no subtraction of the minimum. It reproduces the printed Table 1.
+- ``paper000``: seed 000's Eq. 1, ``round((s - min) / (max - min) * (K - 1))``.
+- ``paper001``: seed 001's Eq. 1, ``round(K * (s - min) / (max - min))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from dogiqa import paths
+from dogiqa.config import get_int, get_list, section
+from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.io import write_csv_atomic, write_text_atomic
+from dogiqa.registry import DATASETS, DISPLAY_ORDER
+
+TABLE = paths.TABLES / "table1_upper_bound.csv"
+SWEEP = paths.TABLES / "upper_bound_sweep.csv"
+
+
+def discretise_code(mos: np.ndarray, k: int) -> np.ndarray:
+    """The authors' code: round(s / (max - min) * K), half to even, no min subtraction."""
+    return np.round(mos / (mos.max() - mos.min()) * k)
+
+
+def discretise_paper000(mos: np.ndarray, k: int) -> np.ndarray:
+    """Seed 000, Eq. 1: Round((s - min) / (max - min) * (K - 1))."""
+    return np.round((mos - mos.min()) / (mos.max() - mos.min()) * (k - 1))
+
+
+def discretise_paper001(mos: np.ndarray, k: int) -> np.ndarray:
+    """Seed 001, Eq. 1: Round(K (s - min) / (max - min))."""
+    return np.round(k * (mos - mos.min()) / (mos.max() - mos.min()))
+
+
+FORMULAS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "code": discretise_code,
+    "paper000": discretise_paper000,
+    "paper001": discretise_paper001,
+}
+
+
+def upper_bound(mos: np.ndarray, k: int, formula: str) -> tuple[float, float, float]:
+    """SRCC, PLCC and their mean between ``mos`` and its K-level discretisation."""
+    levels = FORMULAS[formula](np.asarray(mos, dtype=float), k)
+    if np.unique(levels).size < 2:
+        return float("nan"), float("nan"), float("nan")
+    srcc = float(stats.spearmanr(mos, levels).statistic)
+    plcc = float(stats.pearsonr(mos, levels).statistic)
+    return srcc, plcc, (srcc + plcc) / 2
+
+
+def paper_table1() -> dict[tuple[int, str], float]:
+    """The printed Table 1 values, keyed by (K, dataset display name)."""
+    text = resources.files("dogiqa.resources").joinpath("paper_table1.yaml").read_text()
+    table = yaml.safe_load(text)
+    return {
+        (int(k), column): float(value)
+        for k, values in table["rows"].items()
+        for column, value in zip(table["columns"], values, strict=True)
+    }
+
+
+@dataclass(frozen=True)
+class UpperBoundConfig:
+    datasets: list[str]
+    ks: list[int]
+    sweep: range
+    formulas: list[str]
+
+
+def validate_params(params: dict[str, Any]) -> UpperBoundConfig:
+    sec = section(params, "upper_bound")
+    datasets = get_list(sec, "upper_bound", "datasets")
+    unknown = [key for key in datasets if key not in DATASETS]
+    if unknown:
+        raise ParamError("upper_bound.datasets", f"unknown dataset {unknown[0]!r}")
+    ks = get_list(sec, "upper_bound", "K")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ParamError("upper_bound.K", f"every K must be an integer >= 2, got {k!r}")
+    low = get_int(sec, "upper_bound", "K_sweep_min", minimum=2)
+    high = get_int(sec, "upper_bound", "K_sweep_max", minimum=low)
+    formulas = get_list(sec, "upper_bound", "formulas")
+    unknown = [name for name in formulas if name not in FORMULAS]
+    if unknown:
+        raise ParamError(
+            "upper_bound.formulas", f"unknown formula {unknown[0]!r}; known: {sorted(FORMULAS)}"
+        )
+    return UpperBoundConfig(datasets, ks, range(low, high + 1), formulas)
+
+
+def load_mos(dataset: str) -> np.ndarray:
+    table_path = paths.labels_table(dataset)
+    if not table_path.exists():
+        raise DogIQAError(f"{table_path} not found: run the download stage for {dataset} first")
+    return pd.read_csv(table_path)["mos"].to_numpy(dtype=float)
+
+
+def compute(
+    mos_by_dataset: dict[str, np.ndarray], ks: list[int] | range, formulas: list[str]
+) -> pd.DataFrame:
+    """One row per (formula, K, dataset) with srcc, plcc, mean, and the paper's value + delta."""
+    printed = paper_table1()
+    rows = []
+    for formula in formulas:
+        for k in ks:
+            for key, mos in mos_by_dataset.items():
+                display = DATASETS[key].display
+                srcc, plcc, mean = upper_bound(mos, k, formula)
+                paper = printed.get((k, display), np.nan)
+                rows.append(
+                    {
+                        "formula": formula,
+                        "K": k,
+                        "dataset": display,
+                        "srcc": srcc,
+                        "plcc": plcc,
+                        "mean": mean,
+                        "paper": paper,
+                        "delta": mean - paper,
+                    }
+                )
+    table = pd.DataFrame(rows)
+    table["dataset"] = pd.Categorical(table["dataset"], categories=DISPLAY_ORDER, ordered=True)
+    return table.sort_values(["formula", "K", "dataset"]).reset_index(drop=True)
+
+
+def run(params: dict[str, Any]) -> None:
+    config = validate_params(params)
+    mos = {key: load_mos(key) for key in config.datasets}
+    table = compute(mos, config.ks, config.formulas)
+    write_csv_atomic(TABLE, table.round(6))
+    write_text_atomic(TABLE.with_suffix(".md"), table.round(4).to_markdown(index=False) + "\n")
+    sweep = compute(mos, config.sweep, config.formulas)
+    write_csv_atomic(SWEEP, sweep.drop(columns=["paper", "delta"]).round(6))
+    code = table[(table["formula"] == "code") & table["paper"].notna()]
+    worst = code.loc[code["delta"].abs().idxmax()] if len(code) else None
+    if worst is not None:
+        print(
+            f"Table 1 ({len(code)} cells with a printed value): largest |delta| of the code "
+            f"formula is {abs(worst['delta']):.4f} ({worst['dataset']}, K={worst['K']})"
+        )
