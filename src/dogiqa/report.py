@@ -86,5 +86,5 @@ def run(params: dict[str, Any], only: str | None = None) -> None:
             raise ParamError("report.notebooks", f"does not list {only!r}")
         names = [only]
     for name in names:
-        target = execute(name, {"params_file": "params.yaml"})
+        target = execute(name)
         print(f"executed {NOTEBOOKS / (name + '.ipynb')} -> {target}")

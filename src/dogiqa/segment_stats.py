@@ -1,0 +1,71 @@
+"""Segmentation statistics per dataset and backend, from the regions tables.
+
+Writes ``reports/tables/segmentation_stats.csv`` and its Markdown twin ``.md`` with columns:
+``dataset``, ``backend``, ``images`` (segmented images), ``mean_regions`` (mean count c per
+image), ``max_regions`` (c_max), ``complement_share`` (share of images that have a complement
+region).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from dogiqa import io, paths
+from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.registry import DATASETS
+
+COLUMNS = ["dataset", "backend", "images", "mean_regions", "max_regions", "complement_share"]
+OUTPUT = paths.TABLES / "segmentation_stats.csv"
+
+
+def dataset_stats(dataset: str, regions: pd.DataFrame) -> list[dict[str, Any]]:
+    """One statistics row per backend found in a dataset's regions table."""
+    rows = []
+    for backend, table in regions.groupby("backend", sort=True):
+        per_image = table.groupby("image", sort=False).agg(
+            count=("count", "first"),
+            complement=("kind", lambda kinds: bool((kinds == "complement").any())),
+        )
+        rows.append(
+            {
+                "dataset": dataset,
+                "backend": backend,
+                "images": len(per_image),
+                "mean_regions": float(per_image["count"].mean()),
+                "max_regions": int(per_image["count"].max()),
+                "complement_share": float(per_image["complement"].mean()),
+            }
+        )
+    return rows
+
+
+def validate_params(params: Mapping[str, Any]) -> list[str]:
+    """The dataset keys of ``params['datasets']``; ParamError when missing or unknown."""
+    datasets = params.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise ParamError("datasets", f"must be a non-empty list, got {datasets!r}")
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise ParamError("datasets", f"unknown dataset(s) {unknown}; known: {sorted(DATASETS)}")
+    return list(datasets)
+
+
+def run(params: Mapping[str, Any]) -> pd.DataFrame:
+    """Statistics over the regions tables of ``params['datasets']``; writes CSV and Markdown."""
+    datasets = validate_params(params)
+    rows: list[dict[str, Any]] = []
+    for dataset in datasets:
+        path = paths.regions_table(dataset)
+        if not path.exists():
+            raise DogIQAError(f"{path}: regions table not found (run the segment stage first)")
+        regions = pd.read_csv(path, usecols=["image", "kind", "count", "backend"])
+        rows += dataset_stats(dataset, regions)
+    stats = pd.DataFrame(rows, columns=COLUMNS)
+    io.write_csv_atomic(OUTPUT, stats)
+    io.write_text_atomic(
+        OUTPUT.with_suffix(".md"), stats.to_markdown(index=False, floatfmt=".3f") + "\n"
+    )
+    return stats
