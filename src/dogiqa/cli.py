@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,7 +67,9 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dogiqa", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dogiqa", description="Dog-IQA study: run a pipeline stage or score images."
+    )
     parser.add_argument(
         "--params",
         type=Path,
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         result = args.handler(args)
     except DogIQAError as exc:
