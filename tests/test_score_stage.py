@@ -1,0 +1,249 @@
+"""The score stage on real mirror images: table contract, skips, resume, params, hf end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from tiny_models import build_idefics3, build_qwen25vl
+
+from dogiqa import paths, score
+from dogiqa.errors import LabelError, ParamError
+from dogiqa.images import load_rgb
+from dogiqa.scoring.classical import ClassicalScorer
+from dogiqa.segmentation.algorithm1 import region_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
+IMAGES = ["1000.JPG", "1013.JPG", "1024.JPG"]  # 1024.JPG is 640 x 960, the others 500 x 500
+REGION_COLUMNS = [
+    "image",
+    "region",
+    "kind",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "area",
+    "area_authors",
+    "height",
+    "width",
+    "count",
+    "rle",
+    "backend",
+]
+
+
+def masks_for(height: int, width: int) -> list[np.ndarray]:
+    """Three masks: a rectangle, a disc and a thin band; the complement covers the rest."""
+    yy, xx = np.mgrid[:height, :width]
+    rect = (yy < height // 2) & (xx < width // 3)
+    disc = (yy - height * 0.7) ** 2 + (xx - width * 0.6) ** 2 < (min(height, width) / 5) ** 2
+    band = (yy >= height // 2) & (yy < height // 2 + 20)
+    return [rect, disc, band]
+
+
+def write_inputs(root: Path) -> None:
+    """Labels (three real images, one broken file, one without a path) and their regions."""
+    broken = root / "broken.JPG"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    labels = [(name, str(MIRROR / "livec" / "Images" / name)) for name in IMAGES]
+    labels.insert(1, ("broken.JPG", str(broken)))
+    labels.append(("gone.JPG", ""))
+    table = pd.DataFrame(
+        [
+            {"image": n, "path": p, "mos": 50.0, "mos_norm": 0.5, "order": i, "in_subset": True}
+            for i, (n, p) in enumerate(labels)
+        ]
+    )
+    (root / paths.LABELS).mkdir(parents=True)
+    table.to_csv(root / paths.labels_table("livec"), index=False)
+    rows = []
+    for name, path in labels[:-1]:
+        height, width = load_rgb(path).shape[:2] if name != "broken.JPG" else (500, 500)
+        for row in region_rows(masks_for(height, width), height, width, 1000.0):
+            rows.append({**row, "image": name, "backend": "classical"})
+    rows.append({**rows[0], "image": "gone.JPG"})
+    (root / paths.REGIONS).mkdir(parents=True)
+    pd.DataFrame(rows, columns=REGION_COLUMNS).to_csv(
+        root / paths.regions_table("livec"), index=False
+    )
+
+
+@pytest.fixture(scope="module")
+def params() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return {"score": loaded["score"]}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def with_score(params: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(params)
+    for dotted, value in changes.items():
+        section = out["score"]
+        *parents, key = dotted.split("__")
+        for parent in parents:
+            section = section[parent]
+        section[key] = value
+    return out
+
+
+def test_default_run_follows_the_contract(project, params) -> None:
+    assert params["score"]["backend"] == "classical"
+    table = score.run("livec", params)
+    regions = pd.read_csv(paths.regions_table("livec"), keep_default_na=False)
+    scored = regions[regions["image"].isin(IMAGES)]
+    written = pd.read_csv(paths.scores_table("livec"), keep_default_na=False)
+    k = params["score"]["K"]
+    assert list(written.columns) == [
+        "image",
+        "region",
+        "prompt_id",
+        "K",
+        *(f"p{i}" for i in range(1, k + 1)),
+        "argmax",
+        "expected",
+        "raw",
+        "fallback",
+    ]
+    assert len(written) == len(table) == len(scored)
+    assert list(zip(written["image"], written["region"], strict=True)) == list(
+        zip(scored["image"], scored["region"], strict=True)
+    )
+    probs = written[[f"p{i}" for i in range(1, k + 1)]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (written["prompt_id"] == params["score"]["classical"]["scorer"]).all()
+    assert (written["K"] == k).all() and not written["fallback"].any()
+    assert written["argmax"].between(1, k).all()
+    assert (written["raw"].astype(float) >= 0).all()
+    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    assert summary["images"] == len(IMAGES) + 2 and summary["images_scored"] == len(IMAGES)
+    assert summary["regions_scored"] == len(scored) and summary["fallbacks"] == 0
+    assert [s["image"] for s in summary["skipped"]] == ["broken.JPG", "gone.JPG"]
+
+
+def test_global_region_is_the_whole_image(project, params) -> None:
+    table = score.run("livec", params)
+    first = table[(table["image"] == "1000.JPG") & (table["region"] == 0)].iloc[0]
+    image = Image.fromarray(load_rgb(MIRROR / "livec" / "Images" / "1000.JPG"))
+    whole = ClassicalScorer("piqe", 7).raw_score(image)
+    assert float(first["raw"]) == pytest.approx(whole, rel=1e-6)
+
+
+def test_crop_modes(project, params) -> None:
+    bbox = score.run("livec", params).set_index(["image", "region"])
+    masked = score.run("livec", with_score(params, crop="mask")).set_index(["image", "region"])
+    whole = score.run("livec", with_score(params, crop="whole")).set_index(["image", "region"])
+    assert (bbox.xs(0, level="region")["raw"] == masked.xs(0, level="region")["raw"]).all()
+    assert (bbox["raw"] != masked["raw"]).sum() >= len(IMAGES)  # the disc masks differ
+    for _, group in whole.groupby(level="image"):
+        assert group["raw"].nunique() == 1
+
+
+def test_resume_redoes_only_what_is_missing(project, params, monkeypatch) -> None:
+    score.run("livec", params)
+    reference = Path(paths.scores_table("livec")).read_bytes()
+    Path(paths.stage_cache("score", "livec")).unlink()
+    calls = {"n": 0}
+    original = ClassicalScorer.score
+
+    def crash_after_two(self, crops):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return original(self, crops)
+
+    monkeypatch.setattr(ClassicalScorer, "score", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        score.run("livec", params)
+    monkeypatch.setattr(ClassicalScorer, "score", original)
+    counted = {"n": 0}
+
+    def counting(self, crops):
+        counted["n"] += 1
+        return original(self, crops)
+
+    monkeypatch.setattr(ClassicalScorer, "score", counting)
+    score.run("livec", params)
+    assert counted["n"] == len(IMAGES) - 2
+    assert Path(paths.scores_table("livec")).read_bytes() == reference
+    counted["n"] = 0
+    score.run("livec", params)  # everything cached
+    assert counted["n"] == 0
+    score.run("livec", with_score(params, K=5))  # other settings: rescored
+    assert counted["n"] == len(IMAGES)
+    assert "p5" in pd.read_csv(paths.scores_table("livec")).columns
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"K": 4}, "score.K"),
+        ({"crop": "box"}, "score.crop"),
+        ({"backend": "gpu"}, "score.backend"),
+        ({"readout": "sample"}, "score.readout"),
+        ({"prompt": "mine"}, "score.prompt"),
+        ({"classical__scorer": "ssim"}, "score.classical.scorer"),
+        ({"backend": "hf", "prompt": "paper_word_k5"}, "score.prompt"),
+        ({"backend": "hf", "hf__model": "mplug-owl3-7b"}, "score.hf.trust_remote_code"),
+        (
+            {"backend": "hf", "hf__model": "mplug-owl3-7b", "hf__trust_remote_code": True},
+            "score.hf.revision",
+        ),
+        ({"backend": "openai", "openai__concurrency": 0}, "score.openai.concurrency"),
+    ],
+)
+def test_bad_params_fail_first(project, params, change, param) -> None:
+    Path(paths.regions_table("livec")).unlink()  # no work may start before the check
+    with pytest.raises(ParamError, match=param.replace(".", r"\.")):
+        score.run("livec", with_score(params, **change))
+
+
+def test_missing_regions_table(project, params) -> None:
+    Path(paths.regions_table("livec")).unlink()
+    with pytest.raises(LabelError, match="run the segment stage first"):
+        score.run("livec", params)
+
+
+@pytest.mark.slow
+def test_hf_backend_runs_the_stage_end_to_end(project, params) -> None:
+    """Switching score.backend to hf with a tiny local model (random weights: mechanics)."""
+    qwen = build_qwen25vl(project / "models" / "qwen")
+    hf = {"model": str(qwen), "device": "cpu", "local_files_only": True, "batch_size": 4}
+    chosen = with_score(
+        params,
+        backend="hf",
+        prompt="paper_word_k7",
+        readout="logits",
+        **{f"hf__{k}": v for k, v in hf.items()},
+    )
+    table = score.run("livec", chosen)
+    regions = pd.read_csv(paths.regions_table("livec"))
+    assert len(table) == regions["image"].isin(IMAGES).sum()
+    assert (table["prompt_id"] == "paper_word_k7").all() and not table["fallback"].any()
+    probs = table[[f"p{i}" for i in range(1, 8)]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+
+    idefics = build_idefics3(project / "models" / "idefics")
+    generate = with_score(
+        chosen, prompt="authors_word_k7", readout="generate", hf__model=str(idefics)
+    )
+    table = score.run("livec", generate)
+    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    # The tiny Idefics3 answers " 8", no level of K = 7: every crop is a counted fallback.
+    assert summary["fallbacks"] == len(table) == summary["regions_scored"]
+    assert (table["raw"] == " 8").all() and (table["argmax"] == 1).all()

@@ -1,0 +1,208 @@
+"""The hf backend end to end on tiny random-weight Qwen2.5-VL and Idefics3 models (CPU, fp32).
+
+Random weights test mechanics only: the numbers mean nothing about image quality.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_models import BUILDERS
+
+from dogiqa import prompts
+from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.images import load_rgb
+from dogiqa.scoring import build_scorer, check_section, parse_level
+from dogiqa.scoring.hf import HFScorer, level_token_ids
+from dogiqa.scoring.models import resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
+BOXES = [
+    (0, 0, 500, 500),
+    (10, 20, 130, 110),
+    (200, 150, 260, 420),
+    (300, 40, 480, 90),
+    (60, 300, 95, 335),
+    (0, 0, 250, 500),
+]
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+@pytest.fixture(scope="module")
+def crops() -> list[Image.Image]:
+    """Crops of different sizes from two real LIVE Challenge photos."""
+    out = []
+    for name in ("1000.JPG", "1013.JPG"):
+        image = Image.fromarray(load_rgb(MIRROR / "livec" / "Images" / name))
+        out += [image.crop(box) for box in BOXES[:4] if name == "1000.JPG"]
+        out += [image.crop(box) for box in BOXES[3:] if name == "1013.JPG"]
+    return out
+
+
+def hf_section(model: Path, **overrides: Any) -> dict[str, Any]:
+    section = {
+        "model": str(model),
+        "revision": None,
+        "trust_remote_code": False,
+        "dtype": "auto",
+        "device": "cpu",
+        "batch_size": 4,
+        "max_pixels": 0,
+        "min_side": 28,
+        "local_files_only": True,
+    }
+    return {**section, **overrides}
+
+
+def scorer(model: Path, prompt_id: str, readout: str = "logits", **overrides: Any) -> HFScorer:
+    return HFScorer.from_params(
+        hf_section(model, **overrides), prompt_id, prompts.get(prompt_id).K, readout
+    )
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_level_tokens_are_the_digits_with_and_without_space(model_dirs, name) -> None:
+    s = scorer(model_dirs[name], "paper_word_k9")
+    tokenizer = s.adapter.tokenizer
+    for level, ids in enumerate(level_token_ids(tokenizer, 9), start=1):
+        assert [tokenizer.decode([i]).strip() for i in ids] == [str(level)] * len(ids)
+        spellings = sorted(tokenizer.decode([i]) for i in ids)
+        # Qwen2-style BPE splits the space off a digit; the Idefics3 tokenizer has " 5" too.
+        expected = [str(level)] if name == "qwen2_5_vl" else [f" {level}", str(level)]
+        assert spellings == expected
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+@pytest.mark.parametrize("prompt_id", ["paper_word_k7", "authors_word_k5", "paper_number_k3"])
+def test_distributions_sum_to_one(model_dirs, crops, name, prompt_id) -> None:
+    s = scorer(model_dirs[name], prompt_id)
+    results = s.score(crops)
+    assert len(results) == len(crops)
+    for r in results:
+        probs = np.array(r.probs)
+        assert len(probs) == s.K and np.all(probs >= 0)
+        assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+        assert r.argmax == int(np.argmax(probs)) + 1
+        assert r.expected == pytest.approx(float(np.dot(np.arange(1, s.K + 1), probs)))
+        assert not r.fallback and r.raw == ""
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+@pytest.mark.parametrize("prompt_id", ["paper_word_k9", "authors_word_k7"])
+def test_argmax_is_the_greedy_answer_when_that_is_a_level(
+    model_dirs, crops, name, prompt_id
+) -> None:
+    logits = scorer(model_dirs[name], prompt_id).score(crops)
+    generated = scorer(model_dirs[name], prompt_id, readout="generate").score(crops)
+    compared = 0
+    for by_logits, by_generate in zip(logits, generated, strict=True):
+        level = parse_level(by_generate.raw, by_generate.K)
+        if level is None:  # the authors' fallback: score 1, flagged
+            assert by_generate.fallback and by_generate.argmax == 1
+            continue
+        assert not by_generate.fallback and by_generate.argmax == level
+        assert by_generate.probs[level - 1] == 1.0
+        assert by_logits.argmax == level
+        compared += 1
+    if prompt_id == "paper_word_k9":  # the digit-boosted tiny models answer with a digit
+        assert compared == len(crops)
+
+
+def test_generate_flags_an_answer_outside_the_levels(model_dirs, crops) -> None:
+    """The tiny Idefics3 answers " 8", which is no level when K = 7: it scores 1, flagged."""
+    generated = scorer(model_dirs["idefics3"], "authors_word_k7", readout="generate").score(crops)
+    assert {r.raw for r in generated} == {" 8"}
+    assert all(r.fallback and r.argmax == 1 for r in generated)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_batching_gives_the_numbers_of_one_crop_at_a_time(model_dirs, crops, name) -> None:
+    batched_scorer = scorer(model_dirs[name], "paper_word_k7", batch_size=len(crops))
+    padded = batched_scorer.adapter.inputs(batched_scorer._prepare(crops))["attention_mask"]
+    assert (padded[:, 0] == 0).any() and (padded[:, -1] == 1).all()  # left padding was needed
+    batched = batched_scorer.score(crops)
+    single = scorer(model_dirs[name], "paper_word_k7", batch_size=1).score(crops)
+    for a, b in zip(batched, single, strict=True):
+        assert np.abs(np.array(a.probs) - np.array(b.probs)).max() < 1e-4
+        assert a.argmax == b.argmax
+
+
+def test_small_and_large_crops_are_resized_before_the_processor(model_dirs) -> None:
+    s = scorer(model_dirs["qwen2_5_vl"], "paper_word_k7", max_pixels=64 * 64)
+    tiny, huge = Image.new("RGB", (5, 40), "gray"), Image.new("RGB", (900, 300), "white")
+    prepared = s._prepare([tiny, huge])
+    assert min(prepared[0].size) == 28 and prepared[0].size[1] >= 28 * 8
+    assert prepared[1].size[0] * prepared[1].size[1] <= 64 * 64
+    assert len(s.score([tiny, huge])) == 2
+
+
+def test_build_scorer_from_the_params_section(model_dirs, crops) -> None:
+    section = {
+        "backend": "hf",
+        "K": 7,
+        "prompt": "paper_word_k7",
+        "crop": "bbox",
+        "readout": "logits",
+        "hf": hf_section(model_dirs["idefics3"]),
+    }
+    check_section(section)
+    s = build_scorer(section)
+    assert s.name == "paper_word_k7" and s.K == 7
+    assert len(s.score(crops[:2])) == 2
+
+
+def test_params_are_checked(model_dirs) -> None:
+    for key, value in [
+        ("dtype", "float64"),
+        ("device", "tpu"),
+        ("batch_size", 0),
+        ("trust_remote_code", "yes"),
+    ]:
+        section = {"backend": "hf", "hf": hf_section(model_dirs["qwen2_5_vl"], **{key: value})}
+        with pytest.raises(ParamError, match=f"score.hf.{key}"):
+            check_section(section)
+    with pytest.raises(ParamError, match="score.prompt"):
+        HFScorer.from_params(hf_section(model_dirs["qwen2_5_vl"]), "paper_word_k5", 7, "logits")
+
+
+def test_remote_code_needs_consent_and_a_pinned_revision(caplog) -> None:
+    with pytest.raises(ParamError, match="score.hf.trust_remote_code"):
+        resolve("mplug-owl3-7b", None, allow_remote_code=False)
+    with pytest.raises(ParamError, match="score.hf.revision"):
+        resolve("mplug-owl3-7b", "main", allow_remote_code=True)
+    pinned = resolve("mplug-owl3-7b", "a" * 40, allow_remote_code=True)
+    assert (pinned.source, pinned.loader, pinned.trust_remote_code) == (
+        "mPLUG/mPLUG-Owl3-7B-240728",
+        "mplug_owl3",
+        True,
+    )
+    with caplog.at_level(logging.WARNING):
+        qwen = resolve("qwen2.5-vl-7b", None, allow_remote_code=False)
+    assert (qwen.source, qwen.revision, qwen.trust_remote_code) == (
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "main",
+        False,
+    )
+    assert "not pinned" in caplog.text
+    with pytest.raises(ParamError, match="score.hf.model"):
+        resolve("no-such-model", None, allow_remote_code=False)
+
+
+def test_missing_model_is_one_clear_error(tmp_path) -> None:
+    with pytest.raises(ParamError, match="no readable config.json"):
+        scorer(tmp_path, "paper_word_k7")
+    with pytest.raises(DogIQAError, match="cannot load model nobody/nothing") as info:
+        scorer(Path("nobody/nothing"), "paper_word_k7")
+    assert "\n" not in str(info.value)
