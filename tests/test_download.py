@@ -52,7 +52,10 @@ def test_good_archive_member_is_fetched_and_verified(server, tmp_path):
     site, url = server
     _zip(site / "labels.zip", {"release/labels.csv": PAYLOAD, "release/other.txt": b"x"})
     resource = Resource(
-        dest="labels.csv", mirror=None, url=f"{url}/labels.zip", member="release/labels.csv",
+        dest="labels.csv",
+        mirror=None,
+        url=f"{url}/labels.zip",
+        member="release/labels.csv",
         sha256=PAYLOAD_SHA,
     )
     target = download.fetch_file(resource, tmp_path / "raw", None, "test labels")
@@ -80,8 +83,12 @@ def test_pinned_archive_checksum_is_enforced(server, tmp_path):
     site, url = server
     _zip(site / "bundle.zip", {"labels.csv": PAYLOAD})
     resource = Resource(
-        dest="labels.csv", mirror=None, url=f"{url}/bundle.zip", member="labels.csv",
-        sha256=PAYLOAD_SHA, archive_sha256="0" * 64,
+        dest="labels.csv",
+        mirror=None,
+        url=f"{url}/bundle.zip",
+        member="labels.csv",
+        sha256=PAYLOAD_SHA,
+        archive_sha256="0" * 64,
     )
     with pytest.raises(ChecksumError):
         download.fetch_file(resource, tmp_path / "raw", None, "x")
@@ -129,7 +136,8 @@ def test_folder_from_tar_archive(tmp_path):
             bundle.addfile(info, io.BytesIO(b"z"))
     written = download.safe_extract(archive, "set/images/", tmp_path / "out")
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == [
-        "a.jpg", "sub/b.jpg",
+        "a.jpg",
+        "sub/b.jpg",
     ]
 
 
@@ -144,8 +152,11 @@ def test_network_failure_is_one_line(tmp_path):
 
 def _params(mirror: Path, **download_overrides) -> dict:
     sec = {
-        "datasets": ["agiqa", "livec"], "mirror": str(mirror), "livec_images": "all",
-        "subset_size": 5, "subset_seed": 0,
+        "datasets": ["agiqa", "livec"],
+        "mirror": str(mirror),
+        "livec_images": "all",
+        "subset_size": 5,
+        "subset_seed": 0,
     }
     sec.update(download_overrides)
     return {"datasets": ["agiqa", "livec"], "download": sec}
@@ -163,7 +174,10 @@ def test_stage_from_mirror_writes_labels_with_paths_and_seeded_subset(mirror, tm
     assert table.loc[table["in_subset"], "path"].notna().all()
     first = table.loc[table["in_subset"], "image"].tolist()
     download.run("livec", _params(mirror))  # same seed: same subset, files already verified
-    assert pd.read_csv("data/labels/livec.csv").loc[lambda t: t["in_subset"], "image"].tolist() == first
+    assert (
+        pd.read_csv("data/labels/livec.csv").loc[lambda t: t["in_subset"], "image"].tolist()
+        == first
+    )
     download.run("livec", _params(mirror, subset_seed=1))
     other = pd.read_csv("data/labels/livec.csv").loc[lambda t: t["in_subset"], "image"].tolist()
     assert other != first

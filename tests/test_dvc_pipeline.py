@@ -20,7 +20,8 @@ def _copy_project(root: Path, target: Path) -> None:
         shutil.copy(root / name, target / name)
     for folder in ("src", "notebooks", ".dvc"):
         shutil.copytree(
-            root / folder, target / folder,
+            root / folder,
+            target / folder,
             ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "*.egg-info"),
         )
 
@@ -47,7 +48,14 @@ def test_repro_upper_bound_then_nothing_to_do(project_root, mirror, tmp_path):
 
     table = pd.read_csv(tmp_path / "reports/tables/table1_upper_bound.csv")
     assert list(table.columns) == [
-        "formula", "K", "dataset", "srcc", "plcc", "mean", "paper", "delta",
+        "formula",
+        "K",
+        "dataset",
+        "srcc",
+        "plcc",
+        "mean",
+        "paper",
+        "delta",
     ]
     assert set(table["formula"]) == {"code", "paper000", "paper001"}
     assert set(table["dataset"]) == {"SPAQ", "KonIQ", "LIVEC", "AGIQA", "KADID"}

@@ -83,7 +83,11 @@ def test_code_formula_reproduces_table1_on_real_labels(mirror):
 )
 def test_bad_params_name_the_param(key, value):
     sec = {
-        "datasets": ["livec"], "K": [3], "K_sweep_min": 2, "K_sweep_max": 4, "formulas": ["code"],
+        "datasets": ["livec"],
+        "K": [3],
+        "K_sweep_min": 2,
+        "K_sweep_max": 4,
+        "formulas": ["code"],
     }
     sec[key] = value
     with pytest.raises(ParamError, match=f"upper_bound.{key}"):

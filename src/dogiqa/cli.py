@@ -40,6 +40,14 @@ def _report(args: argparse.Namespace) -> Any:
     return report.run(load_params(args.params), only=args.notebook)
 
 
+def _whole_study_fn(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
+    def call(args: argparse.Namespace) -> Any:
+        stage = importlib.import_module(f"dogiqa.{module}")
+        return getattr(stage, function)(load_params(args.params))
+
+    return call
+
+
 def _score_image(args: argparse.Namespace) -> Any:
     from dogiqa import score_image
 
@@ -49,6 +57,11 @@ def _score_image(args: argparse.Namespace) -> Any:
 STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
     # name: (help, handler, takes --dataset)
     "download": ("fetch, verify and normalise one dataset", _per_dataset("download"), True),
+    "download-external": (
+        "fetch the cached outputs of other models",
+        _whole_study_fn("download", "run_external"),
+        False,
+    ),
     "upper-bound": (
         "Table 1: the upper bound of K-level scoring",
         _whole_study("upper_bound"),

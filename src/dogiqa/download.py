@@ -329,12 +329,36 @@ def prepare(spec: Dataset, config: DownloadConfig) -> tuple[pd.DataFrame, dict]:
     return table[["image", "path", "mos", "mos_norm", "order", "in_subset"]], summary
 
 
+def fetch_external(config: DownloadConfig) -> dict[str, Any]:
+    """Fetch the cached outputs of other models (dogiqa.external) into data/raw/external."""
+    from dogiqa.external import EXTERNAL_RESOURCES
+
+    folder = paths.RAW / "external"
+    mirror = resolve_mirror(config)
+    summary: dict[str, Any] = {}
+    for name, resource in EXTERNAL_RESOURCES.items():
+        what = f"external {name}"
+        if resource.is_folder:
+            summary[name] = fetch_folder(resource, folder, mirror, what)
+        else:
+            fetch_file(resource, folder, mirror, what)
+            summary[name] = {"files": 1, "verified": 1, "unverified": 0}
+    return summary
+
+
+def run_external(params: dict[str, Any]) -> None:
+    summary = fetch_external(validate_params(params))
+    write_json_atomic(paths.RAW.parent / "external.summary.json", summary)
+    files = sum(entry["files"] for entry in summary.values())
+    print(f"external: {len(summary)} sources, {files} files verified or recorded")
+
+
 def run(dataset: str, params: dict[str, Any]) -> None:
     config = validate_params(params)
     if dataset not in config.datasets:
         raise ParamError("download.datasets", f"does not list {dataset!r}")
     table, summary = prepare(DATASETS[dataset], config)
-    write_csv_atomic(paths.labels_table(dataset), table)
+    write_csv_atomic(paths.labels_table(dataset), table, float_format="%.15g")
     write_json_atomic(paths.LABELS / f"{dataset}.summary.json", summary)
     print(
         f"{dataset}: {summary['labelled']} labelled images, {summary['with_image']} with image "

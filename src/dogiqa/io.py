@@ -58,10 +58,10 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
+def write_csv_atomic(path: str | Path, frame: pd.DataFrame, float_format: str = "%.6g") -> None:
     """Write a table as CSV with a fixed float format, so reruns give byte-identical files."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+        frame.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
 
 
 class ImageCache:

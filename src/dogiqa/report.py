@@ -7,6 +7,7 @@ inputs gives the same file and leaves git clean.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def execute(
         raise DogIQAError(f"{source}: notebook not found")
     target = (output_dir or paths.REPORTS) / f"{name}.ipynb"
     os.environ.setdefault("MPLBACKEND", "Agg")
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     with atomic_path(target) as tmp:
         try:
             papermill.execute_notebook(

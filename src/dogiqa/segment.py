@@ -4,7 +4,8 @@ Reads ``data/labels/<ds>.csv`` (rows with ``in_subset`` true and an image path),
 image with the configured backend, and writes ``data/regions/<ds>.csv`` (see
 docs/data_contracts.md) and ``data/regions/<ds>.summary.json`` (counts, skipped images with
 their reasons, c_max, mean regions per image). Finished images are cached one per line, so an
-interrupted run resumes where it stopped; cache lines made with other segment params are redone.
+interrupted run resumes where it stopped; cache lines made with other segment params are redone,
+and an image skipped as unreadable is retried once its file changes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +114,41 @@ def segment_image(
     return algorithm1.region_rows(masks, height, width, t, settings.mode)
 
 
-def _process(images: pd.DataFrame, cache: io.ImageCache, settings: SegmentParams) -> dict[str, Any]:
-    done = {k: v for k, v in cache.done().items() if v.get("fingerprint") == settings.fingerprint}
+def _file_state(path: str) -> list[int] | None:
+    """Size and modification time of an image file (None when absent): a skip is reused only
+    while the file stays as it was."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _reusable(entry: Mapping[str, Any], settings: SegmentParams, path: str) -> bool:
+    """A cached result still valid: regions made with these params, or a skip of an unchanged
+    file (a file that failed to load is retried once it changes)."""
+    if "skipped" in entry:
+        return "file" in entry and entry["file"] == _file_state(path)
+    return entry.get("fingerprint") == settings.fingerprint
+
+
+def _process(
+    dataset: str, images: pd.DataFrame, cache: io.ImageCache, settings: SegmentParams
+) -> dict[str, Any]:
+    cached = cache.done()
+    done = {
+        name: cached[name]
+        for name, path in zip(images["image"], images["path"], strict=True)
+        if name in cached and _reusable(cached[name], settings, path)
+    }
     todo = images[~images["image"].isin(done)]
+    log.info(
+        "segment %s: %d images, %d cached, %d to segment",
+        dataset,
+        len(images),
+        len(done),
+        len(todo),
+    )
     segmenter: Segmenter | None = None
     with tqdm(
         total=len(images),
@@ -129,7 +163,7 @@ def _process(images: pd.DataFrame, cache: io.ImageCache, settings: SegmentParams
                 result = {"rows": segment_image(segmenter, image_path, settings)}
             except ImageError as exc:
                 log.warning("segment: skipping %s: %s", name, exc)
-                result = {"skipped": str(exc)}
+                result = {"skipped": str(exc), "file": _file_state(image_path)}
             result["fingerprint"] = settings.fingerprint
             cache.add(name, result)
             done[name] = result
@@ -156,7 +190,7 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
     settings = validate_params(params)
     images = subset_images(dataset)
     cache = io.ImageCache(paths.stage_cache("segment", dataset))
-    done = _process(images, cache, settings)
+    done = _process(dataset, images, cache, settings)
     table, skipped = _tables(images, done, settings.backend)
     counts = table.loc[table["region"] == 0, "count"]
     summary = {

@@ -1,0 +1,366 @@
+"""The aggregate stage: region scores -> one predicted score per image, for every variant.
+
+Everything here is computed from the cached tables (``data/regions/<ds>.csv``,
+``data/scores/<ds>.csv``); no model is called, so every variant costs nothing to add.
+
+Per image and prompt, with s a region's score (its ``argmax`` level or its ``expected`` level),
+a the region's area and c the number of final regions:
+
+- s_global: the score of the whole image (region 0);
+- s_local (area): sum(s * a) / sum(a) over the final regions (masks, complement or whole);
+  ``area`` is the true pixel count, ``area_authors`` the area as the authors' code assigns it;
+- s_local (mean): the plain mean of the region scores;
+- s_seg = c * K / c_max, with c_max the largest c over the dataset (or a fixed value).
+
+The ``authors_*`` variants match the authors' code exactly when the regions come from
+``segment.mode: authors`` (their complement rule); with ``correct`` regions they apply the coded
+areas to the correct regions.
+
+Variant names are ``<formula>:<readout>``; prompts other than the main one get ``@<prompt_id>``.
+Images of the evaluation set (labels with ``in_subset``) without a prediction are reported as
+missing (empty prediction), or scored 1 as the authors' evaluation does (``missing: authors``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dogiqa import config, io, paths
+from dogiqa.errors import DogIQAError, LabelError, ParamError
+
+log = logging.getLogger(__name__)
+
+READOUTS = ("argmax", "expected")
+MISSING = ("report", "authors")
+LOCAL_KINDS = ("mask", "complement", "whole")
+REGION_COLUMNS = ("image", "region", "kind", "area", "area_authors", "count")
+SCORE_COLUMNS = ("image", "region", "prompt_id", "K", *READOUTS)
+AUTHORS_MISSING_SCORE = 1.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the formulas need besides the per-image features."""
+
+    prompt_id: str
+    ensemble: tuple[str, ...]
+    c_max: float
+    llmiqa_lambda: float
+
+
+Formula = Callable[[Mapping[str, pd.DataFrame], Context], pd.Series]
+
+
+@dataclass(frozen=True)
+class Variant:
+    formula: Formula
+    description: str
+    ensemble: bool = False
+    """True when the variant combines several prompts/models (computed once, not per prompt)."""
+
+
+def _s_seg(f: pd.DataFrame, ctx: Context) -> pd.Series:
+    return f["count"] * f["K"] / ctx.c_max
+
+
+def _per_prompt(formula: Callable[[pd.DataFrame, Context], pd.Series]) -> Formula:
+    def run(frames: Mapping[str, pd.DataFrame], ctx: Context) -> pd.Series:
+        return formula(frames[ctx.prompt_id], ctx)
+
+    return run
+
+
+def _llmiqa(frames: Mapping[str, pd.DataFrame], ctx: Context) -> pd.Series:
+    members = [frames[p].g + ctx.llmiqa_lambda * frames[p].local_area for p in ctx.ensemble]
+    # NaN in any member leaves the image missing (skipna=False): the ensemble is incomplete.
+    return pd.concat(members, axis=1).mean(axis=1, skipna=False)
+
+
+VARIANTS: dict[str, Variant] = {
+    "paper": Variant(
+        _per_prompt(lambda f, c: (f.g + f.local_area) / 2 + _s_seg(f, c)),
+        "Dog-IQA paper: (s_global + s_local,area) / 2 + c*K/c_max (Table 4 exp 8)",
+    ),
+    "no_sseg": Variant(
+        _per_prompt(lambda f, c: (f.g + f.local_area) / 2),
+        "paper without s_seg: (s_global + s_local,area) / 2",
+    ),
+    "paper_mean": Variant(
+        _per_prompt(lambda f, c: (f.g + f.local_mean) / 2 + _s_seg(f, c)),
+        "paper with the plain mean of region scores instead of the area-weighted mean",
+    ),
+    "paper_authors_area": Variant(
+        _per_prompt(lambda f, c: (f.g + f.local_area_authors) / 2 + _s_seg(f, c)),
+        "paper with the region areas as the authors' code assigns them",
+    ),
+    "global_only": Variant(
+        _per_prompt(lambda f, c: f.g),
+        "whole image only: s_global (Table 4 exp 5)",
+    ),
+    "local_only_area": Variant(
+        _per_prompt(lambda f, c: f.local_area),
+        "regions only, area-weighted, no s_seg (Table 4 exp 6)",
+    ),
+    "local_area_sseg": Variant(
+        _per_prompt(lambda f, c: f.local_area + _s_seg(f, c)),
+        "regions only, area-weighted, with s_seg (Table 4 exp 7)",
+    ),
+    "local_mean": Variant(
+        _per_prompt(lambda f, c: f.local_mean),
+        "regions only, plain mean, no s_seg",
+    ),
+    "local_mean_sseg": Variant(
+        _per_prompt(lambda f, c: f.local_mean + _s_seg(f, c)),
+        "regions only, plain mean, with s_seg (Table 4 exp 3)",
+    ),
+    "authors_code": Variant(
+        _per_prompt(lambda f, c: f.local_area_authors + 0.1 * f["count"] + 0.5 * f.g),
+        "authors' released code: s_local (coded areas) + 0.1*c + 0.5*s_global",
+    ),
+    "authors_code_true_area": Variant(
+        _per_prompt(lambda f, c: f.local_area + 0.1 * f["count"] + 0.5 * f.g),
+        "authors' released code with true region areas",
+    ),
+    "authors_script": Variant(
+        _per_prompt(lambda f, c: f.local_area_authors + 0.1 * f["count"] + f.g),
+        "authors' analysis script: s_local (coded areas) + 0.1*c + 1.0*s_global",
+    ),
+    "llmiqa": Variant(
+        _llmiqa,
+        "LLM-IQA: mean over the ensemble's prompts/models of s_global + lambda * s_local,area",
+        ensemble=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class AggregateParams:
+    variants: tuple[str, ...]
+    readouts: tuple[str, ...]
+    main: str
+    prompt_id: str
+    prompt_ids: str | tuple[str, ...]
+    ensemble: str | tuple[str, ...]
+    llmiqa_lambda: float
+    c_max: str | int
+    missing: str
+
+
+def _name_list(sec: Mapping[str, Any], key: str, allowed: Any = None) -> str | tuple[str, ...]:
+    """A param that is 'all' or a non-empty list of names (checked against ``allowed``)."""
+    value = config.get(sec, "aggregate", key)
+    if value == "all":
+        return "all"
+    items = config.get_list(sec, "aggregate", key)
+    for item in items:
+        if not isinstance(item, str) or (allowed is not None and item not in allowed):
+            hint = f"; known: {list(allowed)}" if allowed is not None else ""
+            raise ParamError(f"aggregate.{key}", f"unknown entry {item!r}{hint}")
+    return tuple(items)
+
+
+def validate_params(params: Mapping[str, Any]) -> AggregateParams:
+    """Check the ``aggregate`` section; raise ParamError naming the first bad param."""
+    sec = config.section(params, "aggregate")
+    variants = _name_list(sec, "variants", VARIANTS)
+    variants = tuple(VARIANTS) if variants == "all" else variants
+    readouts = _name_list(sec, "readouts", READOUTS)
+    readouts = READOUTS if readouts == "all" else readouts
+    main = config.get_str(sec, "aggregate", "main")
+    computed = {f"{v}:{r}" for v in variants for r in readouts}
+    if main not in computed:
+        raise ParamError(
+            "aggregate.main", f"{main!r} is not among the computed variants {sorted(computed)}"
+        )
+    c_max = config.get(sec, "aggregate", "c_max")
+    if c_max != "dataset":
+        c_max = config.get_int(sec, "aggregate", "c_max", minimum=1)
+    return AggregateParams(
+        variants=variants,
+        readouts=readouts,
+        main=main,
+        prompt_id=config.get_str(sec, "aggregate", "prompt_id"),
+        prompt_ids=_name_list(sec, "prompt_ids"),
+        ensemble=_name_list(sec, "ensemble"),
+        llmiqa_lambda=config.get_float(sec, "aggregate", "llmiqa_lambda"),
+        c_max=c_max,
+        missing=config.get_choice(sec, "aggregate", "missing", MISSING),
+    )
+
+
+def _read_table(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise DogIQAError(f"{path}: {what} not found (run the stage that writes it)")
+    frame = pd.read_csv(path, dtype={"image": str, "prompt_id": str})
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise DogIQAError(f"{path}: {what} lacks column(s) {absent}")
+    return frame
+
+
+def read_labels(dataset: str, evaluation_set: bool = True) -> pd.DataFrame:
+    """The labels table (image, mos, ...) in label order; only ``in_subset`` rows by default."""
+    path = paths.labels_table(dataset)
+    if not path.exists():
+        raise LabelError(f"{path}: labels table not found (run the download stage)")
+    labels = pd.read_csv(path, dtype={"image": str})
+    if not {"image", "mos"} <= set(labels.columns):
+        raise LabelError(f"{path}: needs columns image and mos")
+    if evaluation_set and "in_subset" in labels.columns:
+        labels = labels[labels["in_subset"].astype(str).str.lower() == "true"]
+    return labels.reset_index(drop=True)
+
+
+def image_features(regions: pd.DataFrame, scores: pd.DataFrame, readout: str) -> pd.DataFrame:
+    """Per image (one prompt's scores): g, local_area, local_area_authors, local_mean, count, K.
+
+    A value is NaN when a region it needs has no score (that image's prediction is missing).
+    """
+    merged = regions.loc[:, list(REGION_COLUMNS)].merge(
+        scores.loc[:, ["image", "region", "K", readout]].rename(columns={readout: "s"}),
+        on=["image", "region"],
+        how="left",
+    )
+    glob = merged[merged.kind == "global"].groupby("image", sort=False)["s"].first()
+    # A coded complement area can be negative when masks overlap (segment.mode: correct keeps
+    # that complement by its true area); such a region gets no weight in the coded weighting.
+    local = merged[merged.kind.isin(LOCAL_KINDS)].assign(
+        area_authors=lambda d: d.area_authors.clip(lower=0)
+    )
+    local = local.assign(sa=lambda d: d.s * d.area, sb=lambda d: d.s * d.area_authors)
+    grouped = local.groupby("image", sort=False)
+    incomplete = local["s"].isna().groupby(local["image"], sort=False).any()
+    sums = grouped[["sa", "sb", "area", "area_authors"]].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        features = pd.DataFrame(
+            {
+                "g": glob,
+                "local_area": sums.sa / sums.area.where(sums.area > 0),
+                "local_area_authors": sums.sb / sums.area_authors.where(sums.area_authors > 0),
+                "local_mean": grouped["s"].mean(),
+                "count": merged.groupby("image", sort=False)["count"].first(),
+                "K": merged.groupby("image", sort=False)["K"].max(),
+            }
+        )
+    local_cols = ["local_area", "local_area_authors", "local_mean"]
+    features.loc[incomplete.reindex(features.index, fill_value=True), local_cols] = np.nan
+    return features
+
+
+def _prompt_lists(p: AggregateParams, available: list[str]) -> tuple[str, list[str], list[str]]:
+    """Resolve the main prompt, the per-prompt list and the ensemble against the scores table."""
+    if not available:
+        raise DogIQAError("the scores table has no rows")
+    main = available[0] if p.prompt_id == "auto" else p.prompt_id
+    if main not in available:
+        raise ParamError("aggregate.prompt_id", f"{main!r} not in the scores table {available}")
+    chosen = {}
+    for key, value in (("prompt_ids", p.prompt_ids), ("ensemble", p.ensemble)):
+        items = available if value == "all" else list(value)
+        unknown = [i for i in items if i not in available]
+        if unknown:
+            raise ParamError(f"aggregate.{key}", f"{unknown} not in the scores table {available}")
+        chosen[key] = items
+    per_prompt = [main] + [i for i in chosen["prompt_ids"] if i != main]
+    return main, per_prompt, chosen["ensemble"]
+
+
+def variant_name(base: str, readout: str, prompt_id: str | None = None) -> str:
+    return f"{base}:{readout}" + (f"@{prompt_id}" if prompt_id else "")
+
+
+def compute(
+    regions: pd.DataFrame,
+    scores: pd.DataFrame,
+    images: pd.Index,
+    p: AggregateParams,
+) -> tuple[dict[str, pd.Series], dict[str, Any]]:
+    """Every requested variant as a Series over ``images`` (NaN = missing) and run facts."""
+    available = list(dict.fromkeys(scores["prompt_id"]))
+    main, per_prompt, ensemble = _prompt_lists(p, available)
+    c_max = float(regions["count"].max()) if p.c_max == "dataset" else float(p.c_max)
+    if not np.isfinite(c_max) or c_max <= 0:
+        raise DogIQAError("no regions to aggregate (c_max undefined)")
+    needed = sorted(set(per_prompt) | set(ensemble))
+    predictions: dict[str, pd.Series] = {}
+    for readout in p.readouts:
+        frames = {
+            pid: image_features(regions, scores[scores.prompt_id == pid], readout).reindex(images)
+            for pid in needed
+        }
+        for base in p.variants:
+            variant = VARIANTS[base]
+            targets = [None] if variant.ensemble else per_prompt
+            for pid in targets:
+                ctx = Context(pid or main, tuple(ensemble), c_max, p.llmiqa_lambda)
+                name = variant_name(base, readout, pid if pid not in (None, main) else None)
+                predictions[name] = variant.formula(frames, ctx).reindex(images).astype(float)
+    facts = {"prompt_id": main, "prompt_ids": per_prompt, "ensemble": ensemble, "c_max": c_max}
+    return predictions, facts
+
+
+def _long_table(
+    predictions: dict[str, pd.Series], labels: pd.DataFrame, missing: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    mos = labels.set_index("image")["mos"]
+    parts, missing_counts = [], {}
+    for name, series in predictions.items():
+        missing_counts[name] = int(series.isna().sum())
+        if missing == "authors":
+            series = series.fillna(AUTHORS_MISSING_SCORE)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "image": series.index,
+                    "variant": name,
+                    "prediction": series.to_numpy(),
+                    "mos": mos.reindex(series.index).to_numpy(),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True), missing_counts
+
+
+def summary_path(dataset: str) -> Path:
+    return paths.predictions_table(dataset).with_name(f"{dataset}.summary.json")
+
+
+def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Aggregate one dataset; write the predictions table and its summary; return the table."""
+    p = validate_params(params)
+    labels = read_labels(dataset)
+    regions = _read_table(paths.regions_table(dataset), REGION_COLUMNS, "regions table")
+    scores = _read_table(paths.scores_table(dataset), SCORE_COLUMNS, "scores table")
+    images = pd.Index(labels["image"], name="image")
+    predictions, facts = compute(regions, scores, images, p)
+    table, missing_counts = _long_table(predictions, labels, p.missing)
+    main_missing = predictions[p.main].index[predictions[p.main].isna()]
+    summary = {
+        "dataset": dataset,
+        "images": len(images),
+        "main": p.main,
+        "variants": list(predictions),
+        "missing_policy": p.missing,
+        "missing": missing_counts,
+        "missing_main_images": main_missing.tolist(),
+        "without_regions": int((~images.isin(regions["image"])).sum()),
+        "without_scores": int((~images.isin(scores["image"])).sum()),
+        **facts,
+    }
+    io.write_csv_atomic(paths.predictions_table(dataset), table)
+    io.write_json_atomic(summary_path(dataset), summary)
+    log.info(
+        "aggregate %s: %d images x %d variants, %d missing (main)",
+        dataset,
+        len(images),
+        len(predictions),
+        len(main_missing),
+    )
+    return table

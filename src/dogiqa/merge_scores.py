@@ -1,0 +1,102 @@
+"""Merge the score shards of a dataset into ``data/scores/<ds>.csv`` and its summary.
+
+Reads the N shard outputs (``data/scores/shards/<ds>/<I>.csv`` and ``<I>.summary.json``, N from
+``score.shards``, see ``dogiqa.sharding``) and the regions table, checks that every shard is the
+one the current regions table and score params call for (its images, its settings), and writes
+the scores table and summary exactly as a single run of the score stage writes them: rows in
+the regions table's image order, cells copied as text, counts summed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from dogiqa import io, paths, score, sharding
+from dogiqa.errors import DogIQAError
+
+log = logging.getLogger(__name__)
+
+COUNTS = ("images", "images_scored", "regions_scored", "scorer_calls", "fallbacks")
+
+
+def _read_shard(
+    dataset: str, shard: sharding.Shard, images: list[str], expected: Mapping[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One shard's table (as text) and summary, checked against what it should hold."""
+    table_path = sharding.table_path(dataset, shard.index)
+    summary_path = sharding.summary_path(dataset, shard.index)
+    for path in (table_path, summary_path):
+        if not path.exists():
+            raise DogIQAError(
+                f"{path}: output of shard {shard} not found (run: python -m dogiqa.sharding "
+                f"score --dataset {dataset} --shard {shard})"
+            )
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DogIQAError(f"{summary_path}: not a JSON summary") from None
+    if summary.get("shard") != str(shard):
+        raise DogIQAError(
+            f"{summary_path}: holds shard {summary.get('shard')!r}, not {shard} (stale output "
+            "of another shard count: rerun the shard)"
+        )
+    changed = [k for k, v in expected.items() if summary.get(k) != v]
+    if changed:
+        raise DogIQAError(
+            f"{summary_path}: scored with other settings ({', '.join(changed)}) than the "
+            f"current score params: rerun shard {shard}"
+        )
+    mine = shard.select(images)
+    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+    listed = set(table["image"]) | {s["image"] for s in summary["skipped"]}
+    if summary["images"] != len(mine) or not listed <= set(mine):
+        raise DogIQAError(
+            f"{table_path}: images differ from shard {shard} of the current regions table "
+            "(stale output: rerun the shard)"
+        )
+    return table, summary
+
+
+def merge(
+    tables: list[pd.DataFrame], summaries: list[dict[str, Any]], images: list[str]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The single-run table and summary from the shards' (same settings, disjoint images)."""
+    position = {name: i for i, name in enumerate(images)}
+    table = pd.concat(tables, ignore_index=True)
+    order = table["image"].map(position).to_numpy()
+    table = table.iloc[order.argsort(kind="stable")].reset_index(drop=True)
+    summary = {k: v for k, v in summaries[0].items() if k != "shard"}
+    for key in COUNTS:
+        summary[key] = sum(int(s[key]) for s in summaries)
+    summary["fallbacks_by_prompt"] = {
+        p: sum(int(s["fallbacks_by_prompt"][p]) for s in summaries) for p in summary["prompt_ids"]
+    }
+    skipped = [entry for s in summaries for entry in s["skipped"]]
+    summary["skipped"] = sorted(skipped, key=lambda entry: position[entry["image"]])
+    return table, summary
+
+
+def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Join the N shards of ``dataset``; write the scores table and summary; return the table."""
+    settings = score.validate_params(params)
+    regions = score.read_regions(dataset)
+    images = list(dict.fromkeys(regions["image"]))
+    expected = score.settings_summary(settings)
+    parts = [
+        _read_shard(dataset, sharding.Shard(i, settings.shards), images, expected)
+        for i in range(settings.shards)
+    ]
+    tables = [t for t, _ in parts]
+    if any(list(t.columns) != score.columns(settings.K) for t in tables):
+        raise DogIQAError(f"{dataset}: shard tables do not have the scores table's columns")
+    table, summary = merge(tables, [s for _, s in parts], images)
+    out = paths.scores_table(dataset)
+    io.write_csv_atomic(out, table)
+    io.write_json_atomic(out.with_name(f"{dataset}.summary.json"), summary)
+    log.info("merge-scores %s: %d shards, %d rows -> %s", dataset, len(parts), len(table), out)
+    return table

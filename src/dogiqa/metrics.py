@@ -1,0 +1,225 @@
+"""Correlation metrics between predicted scores and MOS, with bootstrap confidence intervals.
+
+- SRCC (Spearman) and KRCC (Kendall) measure monotonic agreement: rank order only.
+- PLCC (Pearson) on the raw scores, as the Dog-IQA papers and the authors' code report it.
+- PLCC after the standard 4-parameter logistic mapping (VQEG):
+  ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``, fitted to the MOS by least squares;
+  it removes the non-linearity between a model's scale and the MOS scale before PLCC.
+- Percentile bootstrap 95% intervals (``scipy.stats.bootstrap``, paired resampling of images,
+  seeded) for SRCC and raw PLCC.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from scipy import optimize, stats
+
+MIN_PAIRS = 3
+"""Fewer valid pairs than this give no metrics (every value is None)."""
+
+
+def _clean(value: float) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def srcc(pred: np.ndarray, mos: np.ndarray) -> float | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return _clean(stats.spearmanr(pred, mos).statistic)
+
+
+def plcc(pred: np.ndarray, mos: np.ndarray) -> float | None:
+    if np.ptp(pred) == 0 or np.ptp(mos) == 0:
+        return None
+    return _clean(stats.pearsonr(pred, mos).statistic)
+
+
+def krcc(pred: np.ndarray, mos: np.ndarray) -> float | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return _clean(stats.kendalltau(pred, mos).statistic)
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """VQEG 4-parameter logistic: b1, b2 the asymptotes, b3 the centre, abs(b4) the width."""
+    z = np.clip(-(x - b3) / np.abs(b4), -500.0, 500.0)
+    return (b1 - b2) / (1.0 + np.exp(z)) + b2
+
+
+def _logistic4_jacobian(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    # Analytic derivatives: finite differences fail when a parameter starts at (nearly) zero.
+    width = np.abs(b4)
+    sig = 1.0 / (1.0 + np.exp(np.clip(-(x - b3) / width, -500.0, 500.0)))
+    slope = (b1 - b2) * sig * (1.0 - sig)
+    return np.column_stack(
+        [sig, 1.0 - sig, -slope / width, -slope * (x - b3) / width**2 * np.sign(b4)]
+    )
+
+
+def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Fit :func:`logistic4` mapping ``pred`` onto ``mos``; returns (params or None, note)."""
+    spread = float(np.std(pred)) or 1.0
+    p0 = [float(np.max(mos)), float(np.min(mos)), float(np.mean(pred)), spread]
+    try:
+        with warnings.catch_warnings():
+            # "covariance could not be estimated" (e.g. a perfect fit) does not affect the fit
+            warnings.simplefilter("ignore", optimize.OptimizeWarning)
+            params, _ = optimize.curve_fit(
+                logistic4, pred, mos, p0=p0, jac=_logistic4_jacobian, maxfev=20000
+            )
+    except (RuntimeError, ValueError) as exc:
+        return None, f"logistic fit did not converge ({exc}); plcc_logistic is the raw PLCC"
+    if not np.all(np.isfinite(params)):
+        return None, "logistic fit gave non-finite parameters; plcc_logistic is the raw PLCC"
+    return params, "converged"
+
+
+def plcc_logistic(pred: np.ndarray, mos: np.ndarray) -> tuple[float | None, bool, str]:
+    """PLCC between the logistic-mapped predictions and MOS: (value, converged, note)."""
+    params, note = fit_logistic(pred, mos)
+    if params is None:
+        return plcc(pred, mos), False, note
+    mapped = logistic4(pred, *params)
+    return plcc(mapped, mos), True, note
+
+
+def _rowwise_pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = x - x.mean(axis=axis, keepdims=True)
+    y = y - y.mean(axis=axis, keepdims=True)
+    num = (x * y).sum(axis=axis)
+    den = np.sqrt((x * x).sum(axis=axis) * (y * y).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def _spearman_stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _rowwise_pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
+
+
+def bootstrap_ci(
+    pred: np.ndarray,
+    mos: np.ndarray,
+    statistic: str,
+    n_resamples: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[float] | None:
+    """Percentile bootstrap interval of ``statistic`` ('srcc' or 'plcc') over resampled images."""
+    if n_resamples <= 0:
+        return None
+    func = {"srcc": _spearman_stat, "plcc": _rowwise_pearson}[statistic]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples (constant) give NaN, dropped below
+        result = stats.bootstrap(
+            (pred, mos),
+            func,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            batch=200,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return [float(low), float(high)]
+
+
+def paired_difference(
+    pred_a: Any,
+    pred_b: Any,
+    mos: Any,
+    statistic: str = "srcc",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Difference of a correlation between two predictors on the same images, with a paired
+    percentile bootstrap interval (both resampled with the same images, so their shared
+    image-sampling noise cancels). Images where either prediction is missing are skipped."""
+    a, b, m = (np.asarray(v, dtype=float) for v in (pred_a, pred_b, mos))
+    valid = np.isfinite(a) & np.isfinite(b) & np.isfinite(m)
+    a, b, m = a[valid], b[valid], m[valid]
+    func = {"srcc": _spearman_stat, "plcc": _rowwise_pearson}[statistic]
+    out: dict[str, Any] = {"n": int(valid.sum()), "difference": None, "ci": None}
+    if out["n"] < MIN_PAIRS or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return out
+    out["difference"] = float(func(a, m) - func(b, m))
+    if n_resamples > 0:
+
+        def diff(x: np.ndarray, y: np.ndarray, z: np.ndarray, axis: int = -1) -> np.ndarray:
+            return func(x, z, axis=axis) - func(y, z, axis=axis)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = stats.bootstrap(
+                (a, b, m),
+                diff,
+                paired=True,
+                vectorized=True,
+                n_resamples=n_resamples,
+                batch=200,
+                confidence_level=level,
+                method="percentile",
+                rng=np.random.default_rng(seed),
+            )
+        low, high = result.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            out["ci"] = [float(low), float(high)]
+    return out
+
+
+def evaluate(
+    pred: Any,
+    mos: Any,
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    logistic: bool = True,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """All metrics of ``pred`` against ``mos``; pairs with a missing (NaN) prediction are skipped.
+
+    Returns a JSON-ready dict: n (pairs used), missing (NaN predictions), srcc, plcc,
+    plcc_logistic, krcc, srcc_ci, plcc_ci, logistic_converged and a note.
+    """
+    pred = np.asarray(pred, dtype=float)
+    mos = np.asarray(mos, dtype=float)
+    if pred.shape != mos.shape or pred.ndim != 1:
+        raise ValueError(f"pred and mos must be 1-D of equal length, got {pred.shape}, {mos.shape}")
+    valid = np.isfinite(pred) & np.isfinite(mos)
+    pred, mos = pred[valid], mos[valid]
+    out: dict[str, Any] = {
+        "n": int(valid.sum()),
+        "missing": int((~valid).sum()),
+        "srcc": None,
+        "plcc": None,
+        "plcc_logistic": None,
+        "krcc": None,
+        "srcc_ci": None,
+        "plcc_ci": None,
+        "logistic_converged": None,
+        "note": "",
+    }
+    if out["n"] < MIN_PAIRS:
+        out["note"] = f"fewer than {MIN_PAIRS} valid pairs: no metrics"
+        return out
+    out["srcc"] = srcc(pred, mos)
+    out["plcc"] = plcc(pred, mos)
+    out["krcc"] = krcc(pred, mos)
+    if np.ptp(pred) == 0:
+        out["note"] = "constant predictions: correlations undefined"
+        return out
+    if logistic:
+        value, converged, note = plcc_logistic(pred, mos)
+        out["plcc_logistic"], out["logistic_converged"] = value, converged
+        out["note"] = "" if converged else note
+    out["srcc_ci"] = bootstrap_ci(pred, mos, "srcc", bootstrap, seed, level)
+    out["plcc_ci"] = bootstrap_ci(pred, mos, "plcc", bootstrap, seed, level)
+    return out

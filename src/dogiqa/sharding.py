@@ -1,0 +1,135 @@
+"""Sharding the score stage: N machines or GPUs each score a disjoint share of a dataset.
+
+Shard I of N takes every N-th image of the regions table, starting with the I-th (round-robin
+in label order): deterministic, disjoint, together covering every image, and balanced to within
+one image. N is the length of ``score.shards`` (``[0]``: one shard, no sharding;
+``[0, 1, 2, 3]``: four). Shard I writes ``data/scores/shards/<ds>/<I>.csv`` and
+``<I>.summary.json`` and keeps its own cache, ``data/cache/score/<ds>.shard-<I>-of-<N>.jsonl``;
+``dogiqa.merge_scores`` joins the shards into ``data/scores/<ds>.csv``, byte-identical to a
+single run. docs/scaleout.md shows the DVC form (a matrix over dataset x shard, then a merge per
+dataset) and how to run shards on separate machines.
+
+Commands (the ``dogiqa`` CLI's ``score`` runs the whole dataset):
+
+    python -m dogiqa.sharding score --dataset livec --shard 2      # or --shard 2/4
+    python -m dogiqa.sharding merge --dataset livec
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dogiqa import paths
+from dogiqa.errors import DogIQAError, ParamError
+
+SHARDS_DIR = paths.SCORES / "shards"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def select(self, images: Sequence[str]) -> list[str]:
+        """This shard's images among ``images`` (in their order)."""
+        return list(images)[self.index :: self.count]
+
+
+def shard_count(section: Mapping[str, Any]) -> int:
+    """N from ``score.shards``, which must be the list [0, 1, ..., N-1]."""
+    ids = section.get("shards", [0])
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)
+        or ids != list(range(len(ids)))
+    ):
+        raise ParamError("score.shards", f"must be the list [0, 1, ..., N-1], got {ids!r}")
+    return len(ids)
+
+
+def parse(text: str, count: int) -> Shard:
+    """``I`` or ``I/N`` (N must equal the length of ``score.shards``) as a Shard."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(\d+)\s*)?", str(text))
+    if match is None:
+        raise DogIQAError(f"--shard: expected I or I/N (e.g. 2/4), got {text!r}")
+    index = int(match.group(1))
+    if match.group(2) is not None and int(match.group(2)) != count:
+        raise ParamError(
+            "score.shards",
+            f"lists {count} shard(s) but --shard {text} asks for {match.group(2)}",
+        )
+    if index >= count:
+        raise ParamError("score.shards", f"has no shard {index} (shards 0..{count - 1})")
+    return Shard(index, count)
+
+
+def table_path(dataset: str, index: int) -> Path:
+    return SHARDS_DIR / dataset / f"{index}.csv"
+
+
+def summary_path(dataset: str, index: int) -> Path:
+    return SHARDS_DIR / dataset / f"{index}.summary.json"
+
+
+def cache_path(dataset: str, shard: Shard | None) -> Path:
+    """The cache a run writes to: one per shard, so that shards may run side by side."""
+    if shard is None:
+        return paths.stage_cache("score", dataset)
+    return paths.stage_cache("score", f"{dataset}.shard-{shard.index}-of-{shard.count}")
+
+
+def cache_paths(dataset: str) -> list[Path]:
+    """Every score cache of ``dataset`` (the whole-dataset one and those of any shards)."""
+    whole = paths.stage_cache("score", dataset)
+    shards = sorted(whole.parent.glob(f"{dataset}.shard-*-of-*.jsonl"))
+    return ([whole] if whole.exists() else []) + shards
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dogiqa.sharding", description="Score a dataset in shards and merge them."
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("score", help="score one shard of a dataset")
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--shard", required=True, help="I or I/N: shard I of the N in score.shards")
+    merge = commands.add_parser("merge", help="join a dataset's shards into its scores table")
+    merge.add_argument("--dataset", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dogiqa import merge_scores, score
+    from dogiqa.config import load_params
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        params = load_params(args.params)
+        if args.command == "score":
+            score.run(args.dataset, params, shard=args.shard)
+        else:
+            merge_scores.run(args.dataset, params)
+    except DogIQAError as exc:
+        print(f"dogiqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dogiqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Aggregation variants on small synthetic regions/scores tables shaped as in the data contracts."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dogiqa import aggregate, paths
+from dogiqa.errors import DogIQAError, ParamError
+
+PARAMS = {
+    "aggregate": {
+        "variants": "all",
+        "readouts": ["argmax", "expected"],
+        "main": "paper:argmax",
+        "prompt_id": "auto",
+        "prompt_ids": "all",
+        "ensemble": "all",
+        "llmiqa_lambda": 1.0,
+        "c_max": "dataset",
+        "missing": "report",
+    }
+}
+
+# Image a: global + 2 masks + complement (c=3). Image b: Algorithm 1's fallback, one `whole`
+# region (c=1). Image c: one mask whose score is missing. Image d: labelled, never segmented.
+REGIONS = pd.DataFrame(
+    [
+        # image, region, kind, area, area_authors, count
+        ("a", 0, "global", 100, 100, 3),
+        ("a", 1, "mask", 50, 50, 3),
+        ("a", 2, "mask", 30, 30, 3),
+        ("a", 3, "complement", 20, 10, 3),
+        ("b", 0, "global", 100, 100, 1),
+        ("b", 1, "whole", 100, 100, 1),
+        ("c", 0, "global", 100, 100, 1),
+        ("c", 1, "mask", 100, 100, 1),
+    ],
+    columns=["image", "region", "kind", "area", "area_authors", "count"],
+)
+
+ARGMAX = {("a", 0): 6, ("a", 1): 7, ("a", 2): 4, ("a", 3): 2, ("b", 0): 3, ("b", 1): 2, ("c", 0): 5}
+EXPECTED = {key: value - 0.25 for key, value in ARGMAX.items()}
+
+
+def _scores(prompt: str = "p1", shift: float = 0.0) -> pd.DataFrame:
+    rows = [
+        {
+            "image": img,
+            "region": reg,
+            "prompt_id": prompt,
+            "K": 7,
+            "argmax": ARGMAX[(img, reg)] + shift,
+            "expected": EXPECTED[(img, reg)] + shift,
+        }
+        for img, reg in ARGMAX
+    ]
+    return pd.DataFrame(rows)
+
+
+def _labels() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image": ["a", "b", "c", "d"],
+            "mos": [4.0, 2.0, 3.0, 1.0],
+            "in_subset": [True, True, True, True],
+        }
+    )
+
+
+def _params(**changes) -> dict:
+    params = copy.deepcopy(PARAMS)
+    params["aggregate"].update(changes)
+    return params
+
+
+def _compute(scores: pd.DataFrame | None = None, **changes) -> dict[str, pd.Series]:
+    p = aggregate.validate_params(_params(**changes))
+    images = pd.Index(["a", "b", "c", "d"], name="image")
+    predictions, _ = aggregate.compute(REGIONS, _scores() if scores is None else scores, images, p)
+    return predictions
+
+
+def test_paper_formula_with_area_weights_and_s_seg():
+    pred = _compute()
+    local_a = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    assert pred["paper:argmax"]["a"] == pytest.approx((6 + local_a) / 2 + 3 * 7 / 3)
+    assert pred["paper:argmax"]["b"] == pytest.approx((3 + 2) / 2 + 1 * 7 / 3)
+    assert pred["no_sseg:argmax"]["a"] == pytest.approx((6 + local_a) / 2)
+    assert pred["local_only_area:argmax"]["a"] == pytest.approx(local_a)
+    assert pred["local_area_sseg:argmax"]["a"] == pytest.approx(local_a + 7)
+
+
+def test_authors_variants_use_the_coded_areas():
+    pred = _compute()
+    coded = (7 * 50 + 4 * 30 + 2 * 10) / 90
+    true = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    assert pred["authors_code:argmax"]["a"] == pytest.approx(coded + 0.1 * 3 + 0.5 * 6)
+    assert pred["authors_script:argmax"]["a"] == pytest.approx(coded + 0.1 * 3 + 6)
+    assert pred["authors_code_true_area:argmax"]["a"] == pytest.approx(true + 0.3 + 3)
+    assert pred["paper_authors_area:argmax"]["a"] == pytest.approx((6 + coded) / 2 + 7)
+
+
+def test_mean_global_and_expected_readout():
+    pred = _compute()
+    assert pred["local_mean:argmax"]["a"] == pytest.approx((7 + 4 + 2) / 3)
+    assert pred["local_mean_sseg:argmax"]["a"] == pytest.approx((7 + 4 + 2) / 3 + 7)
+    assert pred["paper_mean:argmax"]["a"] == pytest.approx((6 + 13 / 3) / 2 + 7)
+    assert pred["global_only:argmax"]["a"] == 6
+    # every level 0.25 lower: the area-weighted and plain means drop by 0.25 as well
+    assert pred["global_only:expected"]["a"] == pytest.approx(5.75)
+    assert pred["no_sseg:expected"]["a"] == pytest.approx(pred["no_sseg:argmax"]["a"] - 0.25)
+
+
+def test_missing_region_score_or_image_leaves_the_prediction_missing():
+    pred = _compute()
+    # c: its mask has no score -> every variant that needs the regions is missing
+    assert np.isnan(pred["paper:argmax"]["c"])
+    assert np.isnan(pred["local_mean:argmax"]["c"])
+    assert pred["global_only:argmax"]["c"] == 5
+    # d: no regions, no scores at all
+    assert all(np.isnan(series["d"]) for series in pred.values())
+
+
+def test_c_max_fixed_value():
+    pred = _compute(c_max=31)
+    local_a = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    assert pred["paper:argmax"]["a"] == pytest.approx((6 + local_a) / 2 + 3 * 7 / 31)
+
+
+def test_llmiqa_ensemble_over_prompts_and_per_prompt_names():
+    scores = pd.concat([_scores("p1"), _scores("p2", shift=1.0)], ignore_index=True)
+    pred = _compute(scores, llmiqa_lambda=0.5)
+    local_a = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    member1 = 6 + 0.5 * local_a
+    member2 = 7 + 0.5 * (local_a + 1)
+    assert pred["llmiqa:argmax"]["a"] == pytest.approx((member1 + member2) / 2)
+    # the main prompt (auto = first) has plain names, the other one an @ suffix
+    assert pred["global_only:argmax"]["a"] == 6
+    assert pred["global_only:argmax@p2"]["a"] == 7
+    assert "llmiqa:argmax@p2" not in pred
+
+
+def test_prompt_selection_errors_name_the_param():
+    with pytest.raises(ParamError, match="aggregate.prompt_id"):
+        _compute(prompt_id="nope")
+    with pytest.raises(ParamError, match="aggregate.ensemble"):
+        _compute(ensemble=["p1", "nope"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        ({"variants": ["paper", "bogus"]}, "aggregate.variants"),
+        ({"readouts": ["median"]}, "aggregate.readouts"),
+        ({"main": "paper:median"}, "aggregate.main"),
+        ({"variants": ["global_only"]}, "aggregate.main"),
+        ({"c_max": 0}, "aggregate.c_max"),
+        ({"c_max": "max"}, "aggregate.c_max"),
+        ({"missing": "zero"}, "aggregate.missing"),
+        ({"llmiqa_lambda": "one"}, "aggregate.llmiqa_lambda"),
+    ],
+)
+def test_bad_params_fail_before_any_work(tmp_path, monkeypatch, changes, param):
+    monkeypatch.chdir(tmp_path)  # no tables here: a param error must come first
+    with pytest.raises(ParamError, match=param):
+        aggregate.run("toy", _params(**changes))
+
+
+def _write_inputs(root) -> None:
+    for path, frame in (
+        (paths.labels_table("toy"), _labels()),
+        (paths.regions_table("toy"), REGIONS),
+        (paths.scores_table("toy"), _scores()),
+    ):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(root / path, index=False)
+
+
+def test_run_writes_long_table_and_summary(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_inputs(tmp_path)
+    table = aggregate.run("toy", _params(variants=["paper", "global_only"], readouts=["argmax"]))
+    written = pd.read_csv(paths.predictions_table("toy"))
+    assert list(written.columns) == ["image", "variant", "prediction", "mos"]
+    assert len(written) == len(table) == 2 * 4
+    assert written.variant.unique().tolist() == ["paper:argmax", "global_only:argmax"]
+    assert written.image.tolist()[:4] == ["a", "b", "c", "d"]
+    summary = json.loads(aggregate.summary_path("toy").read_text())
+    assert summary["missing"] == {"paper:argmax": 2, "global_only:argmax": 1}
+    assert summary["missing_main_images"] == ["c", "d"]
+    assert summary["without_regions"] == 1
+    assert summary["c_max"] == 3
+    paper = written[written.variant == "paper:argmax"].set_index("image").prediction
+    assert paper.isna().tolist() == [False, False, True, True]
+
+
+def test_authors_missing_policy_scores_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_inputs(tmp_path)
+    aggregate.run("toy", _params(variants=["paper"], readouts=["argmax"], missing="authors"))
+    written = pd.read_csv(paths.predictions_table("toy")).set_index("image")
+    assert written.prediction[["c", "d"]].tolist() == [1.0, 1.0]
+    summary = json.loads(aggregate.summary_path("toy").read_text())
+    assert summary["missing"] == {"paper:argmax": 2}  # still counted
+
+
+def test_only_the_subset_is_evaluated_and_reruns_are_identical(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_inputs(tmp_path)
+    labels = _labels().assign(in_subset=[True, True, False, False])
+    labels.to_csv(paths.labels_table("toy"), index=False)
+    aggregate.run("toy", PARAMS)
+    first = paths.predictions_table("toy").read_bytes()
+    written = pd.read_csv(paths.predictions_table("toy"))
+    assert set(written.image) == {"a", "b"}
+    aggregate.run("toy", PARAMS)
+    assert paths.predictions_table("toy").read_bytes() == first
+
+
+def test_missing_scores_table_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_inputs(tmp_path)
+    paths.scores_table("toy").unlink()
+    with pytest.raises(DogIQAError, match="scores table not found"):
+        aggregate.run("toy", PARAMS)

@@ -1,0 +1,101 @@
+"""The evaluate stage: metrics JSON (dvc metrics) and plots CSV from a predictions table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dogiqa import aggregate, evaluate, paths
+from dogiqa.errors import DogIQAError, ParamError
+
+PARAMS = {"evaluate": {"bootstrap_samples": 200, "seed": 0, "confidence": 0.95, "logistic": True}}
+
+
+def _predictions(n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(0, 100, n)
+    images = [f"{i}.jpg" for i in range(n)]
+    good = mos / 20 + rng.normal(0, 0.5, n)
+    noisy = rng.normal(0, 1, n)
+    good[:3] = np.nan
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {"image": images, "variant": "paper:argmax", "prediction": good, "mos": mos}
+            ),
+            pd.DataFrame(
+                {"image": images, "variant": "noise:argmax", "prediction": noisy, "mos": mos}
+            ),
+        ],
+        ignore_index=True,
+    )
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = paths.predictions_table("toy")
+    path.parent.mkdir(parents=True)
+    _predictions().to_csv(path, index=False)
+    return tmp_path
+
+
+def test_metrics_json_per_variant_with_counts(project):
+    for stage, table in (("segment", paths.regions_table), ("score", paths.scores_table)):
+        summary = table("toy").with_name("toy.summary.json")
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        skipped = [{"image": "x.jpg", "reason": "truncated"}] if stage == "segment" else 2
+        summary.write_text(json.dumps({"skipped": skipped}))
+    evaluate.run("toy", PARAMS)
+    report = json.loads(evaluate.metrics_path("toy").read_text())
+    assert report["skipped"] == {"segment": 1, "score": 2}
+    assert set(report["variants"]) == {"paper:argmax", "noise:argmax"}
+    main = report["variants"]["paper:argmax"]
+    assert main["n"] == 37 and main["missing"] == 3
+    assert main["srcc"] > 0.8
+    assert main["srcc_ci"][0] < main["srcc"] < main["srcc_ci"][1]
+    assert {"plcc", "plcc_logistic", "krcc", "plcc_ci"} <= set(main)
+    assert abs(report["variants"]["noise:argmax"]["srcc"]) < 0.4
+
+
+def test_plots_csv_holds_the_main_variant(project):
+    aggregate.summary_path("toy").write_text(json.dumps({"main": "noise:argmax"}))
+    evaluate.run("toy", PARAMS)
+    plot = pd.read_csv(evaluate.plots_path("toy"))
+    assert list(plot.columns) == ["image", "mos", "prediction"]
+    assert len(plot) == 40  # the noise variant has no missing predictions
+    report = json.loads(evaluate.metrics_path("toy").read_text())
+    assert report["main"] == "noise:argmax"
+
+
+def test_main_defaults_to_first_variant_and_drops_missing(project):
+    evaluate.run("toy", PARAMS)
+    plot = pd.read_csv(evaluate.plots_path("toy"))
+    assert len(plot) == 37 and plot.prediction.notna().all()
+
+
+def test_rerun_is_byte_identical(project):
+    evaluate.run("toy", PARAMS)
+    first = evaluate.metrics_path("toy").read_bytes()
+    evaluate.run("toy", PARAMS)
+    assert evaluate.metrics_path("toy").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("bootstrap_samples", -1), ("seed", "x"), ("confidence", 1.5), ("logistic", "yes")],
+)
+def test_bad_params_name_the_param(tmp_path, monkeypatch, key, value):
+    monkeypatch.chdir(tmp_path)
+    params = {"evaluate": dict(PARAMS["evaluate"], **{key: value})}
+    with pytest.raises(ParamError, match=f"evaluate.{key}"):
+        evaluate.run("toy", params)
+
+
+def test_missing_predictions_table_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DogIQAError, match="predictions table not found"):
+        evaluate.run("toy", PARAMS)

@@ -1,0 +1,112 @@
+"""Correlation metrics, the logistic fit and the bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dogiqa import metrics
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(1, 7, 300)
+    mos = metrics.logistic4(pred, 90.0, 10.0, 4.0, 0.6) + rng.normal(0, 4.0, 300)
+    return pred, mos
+
+
+def test_values_match_scipy(pair):
+    pred, mos = pair
+    result = metrics.evaluate(pred, mos, bootstrap=0)
+    assert result["srcc"] == pytest.approx(stats.spearmanr(pred, mos).statistic)
+    assert result["plcc"] == pytest.approx(stats.pearsonr(pred, mos).statistic)
+    assert result["krcc"] == pytest.approx(stats.kendalltau(pred, mos).statistic)
+    assert result["n"] == 300 and result["missing"] == 0
+    assert result["srcc_ci"] is None
+
+
+def test_logistic_fit_linearises_a_sigmoid_relation(pair):
+    pred, mos = pair
+    result = metrics.evaluate(pred, mos, bootstrap=0)
+    assert result["logistic_converged"] is True
+    assert result["plcc_logistic"] > result["plcc"] + 0.01
+
+
+def test_logistic_recovers_known_parameters():
+    x = np.linspace(-5, 5, 200)
+    y = metrics.logistic4(x, 90.0, 10.0, 0.5, 1.5)
+    params, note = metrics.fit_logistic(x, y)
+    assert note == "converged"
+    np.testing.assert_allclose(
+        [params[0], params[1], params[2], abs(params[3])], [90, 10, 0.5, 1.5], rtol=1e-4
+    )
+
+
+def test_logistic_fallback_is_noted(monkeypatch, pair):
+    def fail(*args, **kwargs):
+        raise RuntimeError("Optimal parameters not found")
+
+    monkeypatch.setattr(metrics.optimize, "curve_fit", fail)
+    pred, mos = pair
+    result = metrics.evaluate(pred, mos, bootstrap=0)
+    assert result["logistic_converged"] is False
+    assert result["plcc_logistic"] == pytest.approx(result["plcc"])
+    assert "did not converge" in result["note"]
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate(pair):
+    pred, mos = pair
+    first = metrics.evaluate(pred, mos, bootstrap=300, seed=7)
+    again = metrics.evaluate(pred, mos, bootstrap=300, seed=7)
+    other = metrics.evaluate(pred, mos, bootstrap=300, seed=8)
+    assert first["srcc_ci"] == again["srcc_ci"]
+    assert first["srcc_ci"] != other["srcc_ci"]
+    for key in ("srcc", "plcc"):
+        low, high = first[f"{key}_ci"]
+        assert low < first[key] < high
+        assert high - low < 0.2
+
+
+def test_bootstrap_statistics_match_scipy_per_resample():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(2, 5, 40))
+    x[:, :3] = x[:, :1]  # ties
+    expected = [stats.spearmanr(a, b).statistic for a, b in zip(x, y, strict=True)]
+    np.testing.assert_allclose(metrics._spearman_stat(x, y, axis=-1), expected)
+
+
+def test_missing_predictions_are_counted_not_scored():
+    mos = np.arange(10.0)
+    pred = mos.copy()
+    pred[[2, 5]] = np.nan
+    result = metrics.evaluate(pred, mos, bootstrap=0)
+    assert result["n"] == 8 and result["missing"] == 2
+    assert result["srcc"] == pytest.approx(1.0)
+
+
+def test_degenerate_inputs_give_none_not_nan():
+    constant = metrics.evaluate(np.ones(10), np.arange(10.0), bootstrap=50)
+    assert constant["srcc"] is None and constant["plcc"] is None
+    assert "constant" in constant["note"]
+    tiny = metrics.evaluate([1.0, 2.0], [1.0, 3.0])
+    assert tiny["n"] == 2 and tiny["srcc"] is None
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="equal length"):
+        metrics.evaluate([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_paired_difference_of_two_predictors(pair):
+    pred, mos = pair
+    rng = np.random.default_rng(5)
+    worse = pred + rng.normal(0, 2.0, pred.size)
+    result = metrics.paired_difference(pred, worse, mos, "srcc", n_resamples=300, seed=0)
+    expected = stats.spearmanr(pred, mos).statistic - stats.spearmanr(worse, mos).statistic
+    assert result["difference"] == pytest.approx(expected)
+    low, high = result["ci"]
+    assert 0 < low < result["difference"] < high
+    same = metrics.paired_difference(pred, pred, mos, "plcc", n_resamples=100)
+    assert same["difference"] == pytest.approx(0.0) and same["ci"] == pytest.approx([0.0, 0.0])
