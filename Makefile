@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 repro: venv
+	PATH="$(BIN):$$PATH" python -m dogiqa check-params
 	PATH="$(BIN):$$PATH" dvc repro
 
 test: venv

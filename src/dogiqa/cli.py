@@ -48,6 +48,24 @@ def _whole_study_fn(module: str, function: str) -> Callable[[argparse.Namespace]
     return call
 
 
+def _profile(args: argparse.Namespace) -> Any:
+    from dogiqa import profiles
+
+    changes = profiles.overrides(args.name)
+    if args.write:
+        profiles.write(args.params, changes)
+        print(f"{args.params}: applied profile {args.name!r} ({len(changes)} keys)")
+    else:
+        print(" ".join(profiles.set_param_args(changes)))
+
+
+def _check_params(args: argparse.Namespace) -> Any:
+    from dogiqa import profiles
+
+    profiles.validate_all(load_params(args.params))
+    print(f"{args.params}: every stage's params are valid")
+
+
 def _score_image(args: argparse.Namespace) -> Any:
     from dogiqa import score_image
 
@@ -98,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="execute the notebooks into reports/")
     report.add_argument("--notebook", help="execute only this notebook (name without .ipynb)")
     report.set_defaults(handler=_report)
+    profile = commands.add_parser(
+        "profile", help="print (or --write) the params of a named configuration"
+    )
+    profile.add_argument("name", help="paper or modern")
+    profile.add_argument("--write", action="store_true", help="apply it to the params file")
+    profile.set_defaults(handler=_profile)
+    check = commands.add_parser("check-params", help="check every stage's params, do nothing")
+    check.set_defaults(handler=_check_params)
     image = commands.add_parser("score-image", help="score image files and show their regions")
     image.add_argument("paths", nargs="+", type=Path, help="image files")
     image.add_argument("--json", action="store_true", help="print JSON instead of a table")

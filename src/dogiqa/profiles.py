@@ -1,0 +1,90 @@
+"""Named configurations (paper, modern) as overrides of params.yaml, and a check of all params.
+
+A GPU user switches configuration by params alone:
+``dvc exp run $(python -m dogiqa profile modern)``, or ``python -m dogiqa profile modern --write``
+followed by ``dvc repro``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dogiqa.errors import DogIQAError
+
+STAGE_MODULES = (
+    "download",
+    "upper_bound",
+    "segment",
+    "score",
+    "aggregate",
+    "evaluate",
+    "segment_stats",
+)
+
+
+def load_profiles() -> dict[str, Any]:
+    text = resources.files("dogiqa.resources").joinpath("profiles.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def overrides(name: str) -> dict[str, Any]:
+    profiles = load_profiles()
+    if name not in profiles:
+        raise DogIQAError(f"unknown profile {name!r}; known: {sorted(profiles)}")
+    return profiles[name]["overrides"]
+
+
+def apply(params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``params`` with dotted-key ``changes`` set (the keys must already exist)."""
+    result = copy.deepcopy(params)
+    for dotted, value in changes.items():
+        node = result
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise DogIQAError(f"profile key {dotted!r}: params.yaml has no section {key!r}")
+            node = node[key]
+        if leaf not in node:
+            raise DogIQAError(f"profile key {dotted!r}: params.yaml has no such key")
+        node[leaf] = value
+    return result
+
+
+def set_param_args(changes: dict[str, Any]) -> list[str]:
+    """``-S key=value`` arguments for ``dvc exp run`` (values in YAML flow style)."""
+    args = []
+    for dotted, value in changes.items():
+        text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+        args += ["-S", f"{dotted}={text}"]
+    return args
+
+
+def validate_all(params: dict[str, Any]) -> None:
+    """Run every stage's parameter check; the first bad value raises ParamError naming it."""
+    for module in STAGE_MODULES:
+        importlib.import_module(f"dogiqa.{module}").validate_params(params)
+
+
+def write(path: Path, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` to the YAML file at ``path`` in place, keeping its comments."""
+    from ruamel.yaml import YAML
+
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    document = yaml_rt.load(path.read_text(encoding="utf-8"))
+    apply(json.loads(json.dumps(document)), changes)  # fails on unknown keys before writing
+    for dotted, value in changes.items():
+        node = document
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    with path.open("w", encoding="utf-8") as handle:
+        yaml_rt.dump(document, handle)
