@@ -100,22 +100,14 @@ def _spearman_stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     return _rowwise_pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
 
 
-def bootstrap_ci(
-    pred: np.ndarray,
-    mos: np.ndarray,
-    statistic: str,
-    n_resamples: int,
-    seed: int,
-    level: float = 0.95,
+def _percentile_interval(
+    samples: tuple[np.ndarray, ...], func: Any, n_resamples: int, seed: int, level: float
 ) -> list[float] | None:
-    """Percentile bootstrap interval of ``statistic`` ('srcc' or 'plcc') over resampled images."""
-    if n_resamples <= 0:
-        return None
-    func = {"srcc": _spearman_stat, "plcc": _rowwise_pearson}[statistic]
+    """Paired percentile bootstrap interval of ``func(*samples)``; None when not finite."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate resamples (constant) give NaN, dropped below
         result = stats.bootstrap(
-            (pred, mos),
+            samples,
             func,
             paired=True,
             vectorized=True,
@@ -129,6 +121,21 @@ def bootstrap_ci(
     if not (np.isfinite(low) and np.isfinite(high)):
         return None
     return [float(low), float(high)]
+
+
+def bootstrap_ci(
+    pred: np.ndarray,
+    mos: np.ndarray,
+    statistic: str,
+    n_resamples: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[float] | None:
+    """Percentile bootstrap interval of ``statistic`` ('srcc' or 'plcc') over resampled images."""
+    if n_resamples <= 0:
+        return None
+    func = {"srcc": _spearman_stat, "plcc": _rowwise_pearson}[statistic]
+    return _percentile_interval((pred, mos), func, n_resamples, seed, level)
 
 
 def paired_difference(
@@ -156,22 +163,7 @@ def paired_difference(
         def diff(x: np.ndarray, y: np.ndarray, z: np.ndarray, axis: int = -1) -> np.ndarray:
             return func(x, z, axis=axis) - func(y, z, axis=axis)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = stats.bootstrap(
-                (a, b, m),
-                diff,
-                paired=True,
-                vectorized=True,
-                n_resamples=n_resamples,
-                batch=200,
-                confidence_level=level,
-                method="percentile",
-                rng=np.random.default_rng(seed),
-            )
-        low, high = result.confidence_interval
-        if np.isfinite(low) and np.isfinite(high):
-            out["ci"] = [float(low), float(high)]
+        out["ci"] = _percentile_interval((a, b, m), diff, n_resamples, seed, level)
     return out
 
 
