@@ -80,7 +80,9 @@ def write_inputs(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def params() -> dict[str, Any]:
+    """The project's score params with one classical scorer (PIQE, the fastest)."""
     loaded = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    loaded["score"]["classical"]["scorer"] = "piqe"
     return {"score": loaded["score"]}
 
 
@@ -120,13 +122,15 @@ def test_default_run_follows_the_contract(project, params) -> None:
         "raw",
         "fallback",
     ]
-    assert len(written) == len(table) == len(scored)
-    assert list(zip(written["image"], written["region"], strict=True)) == list(
-        zip(scored["image"], scored["region"], strict=True)
-    )
+    scorers = params["score"]["classical"]["scorer"]
+    scorers = scorers if isinstance(scorers, list) else [scorers]
+    assert len(written) == len(table) == len(scored) * len(scorers)
+    assert list(zip(written["image"], written["region"], strict=True)) == [
+        key for key in zip(scored["image"], scored["region"], strict=True) for _ in scorers
+    ]
     probs = written[[f"p{i}" for i in range(1, k + 1)]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert (written["prompt_id"] == params["score"]["classical"]["scorer"]).all()
+    assert written["prompt_id"].tolist() == scorers * len(scored)
     assert (written["K"] == k).all() and not written["fallback"].any()
     assert written["argmax"].between(1, k).all()
     assert (written["raw"].astype(float) >= 0).all()

@@ -34,6 +34,12 @@ def _whole_study(module: str) -> Callable[[argparse.Namespace], Any]:
     return call
 
 
+def _score(args: argparse.Namespace) -> Any:
+    from dogiqa import score
+
+    return score.run(args.dataset, load_params(args.params), shard=args.shard)
+
+
 def _report(args: argparse.Namespace) -> Any:
     from dogiqa import report
 
@@ -91,7 +97,11 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
         _whole_study("segment_stats"),
         False,
     ),
-    "score": ("score the whole image and every region crop", _per_dataset("score"), True),
+    "merge-scores": (
+        "join a dataset's score shards into its scores table",
+        _per_dataset("merge_scores"),
+        True,
+    ),
     "aggregate": ("combine region scores into predictions", _per_dataset("aggregate"), True),
     "evaluate": ("SRCC/PLCC/KRCC of predictions against MOS", _per_dataset("evaluate"), True),
 }
@@ -113,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         if per_dataset:
             sub.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
         sub.set_defaults(handler=handler)
+    score = commands.add_parser("score", help="score the whole image and every region crop")
+    score.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
+    score.add_argument(
+        "--shard", help="I or I/N: score only shard I of the N listed in score.shards"
+    )
+    score.set_defaults(handler=_score)
     report = commands.add_parser("report", help="execute the notebooks into reports/")
     report.add_argument("--notebook", help="execute only this notebook (name without .ipynb)")
     report.set_defaults(handler=_report)

@@ -502,7 +502,7 @@ def run(
     io.write_json_atomic(summary_out, summary)
     log.info(
         "score %s: %d regions of %d images x %d scorer(s), %d fallbacks, %d skipped -> %s",
-        dataset,
+        dataset if chosen is None else f"{dataset} shard {chosen}",
         summary["regions_scored"],
         summary["images_scored"],
         len(settings.prompt_ids),

@@ -9,18 +9,15 @@ one image. N is the length of ``score.shards`` (``[0]``: one shard, no sharding;
 single run. docs/scaleout.md shows the DVC form (a matrix over dataset x shard, then a merge per
 dataset) and how to run shards on separate machines.
 
-Commands (the ``dogiqa`` CLI's ``score`` runs the whole dataset):
+Commands (without ``--shard``, ``score`` runs the whole dataset):
 
-    python -m dogiqa.sharding score --dataset livec --shard 2      # or --shard 2/4
-    python -m dogiqa.sharding merge --dataset livec
+    python -m dogiqa score --dataset livec --shard 2      # or --shard 2/4
+    python -m dogiqa merge-scores --dataset livec
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,42 +91,3 @@ def cache_paths(dataset: str) -> list[Path]:
     whole = paths.stage_cache("score", dataset)
     shards = sorted(whole.parent.glob(f"{dataset}.shard-*-of-*.jsonl"))
     return ([whole] if whole.exists() else []) + shards
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dogiqa.sharding", description="Score a dataset in shards and merge them."
-    )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("score", help="score one shard of a dataset")
-    run.add_argument("--dataset", required=True)
-    run.add_argument("--shard", required=True, help="I or I/N: shard I of the N in score.shards")
-    merge = commands.add_parser("merge", help="join a dataset's shards into its scores table")
-    merge.add_argument("--dataset", required=True)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from dogiqa import merge_scores, score
-    from dogiqa.config import load_params
-
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
-        params = load_params(args.params)
-        if args.command == "score":
-            score.run(args.dataset, params, shard=args.shard)
-        else:
-            merge_scores.run(args.dataset, params)
-    except DogIQAError as exc:
-        print(f"dogiqa {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"dogiqa {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

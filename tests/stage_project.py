@@ -1,0 +1,76 @@
+"""Small projects for stage-level tests: a labels table of real LIVE Challenge images from the
+local mirror, the study's params with a few changes, and the CLI run as a real subprocess."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from dogiqa import paths
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
+LIVEC_IMAGES = MIRROR / "livec" / "Images"
+
+
+def real_images(count: int, start: int = 0) -> list[Path]:
+    """``count`` LIVE Challenge photos of the mirror, in name order."""
+    return sorted(LIVEC_IMAGES.glob("*.JPG"))[start : start + count]
+
+
+def write_labels(root: Path, images: list[tuple[str, str]], dataset: str = "livec") -> Path:
+    """A labels table listing ``(name, path)`` rows, all in the subset."""
+    table = pd.DataFrame(
+        [
+            {"image": name, "path": path, "mos": 50.0 + i, "mos_norm": 0.5, "order": i}
+            for i, (name, path) in enumerate(images)
+        ]
+    )
+    table["in_subset"] = True
+    out = root / paths.labels_table(dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return out
+
+
+def study_params(**changes: Any) -> dict[str, Any]:
+    """params.yaml with ``section__key__subkey=value`` changes."""
+    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[key] = value
+    return params
+
+
+def write_params(root: Path, params: dict[str, Any]) -> Path:
+    out = root / "params.yaml"
+    out.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src")
+    env["DOGIQA_MIRROR"] = str(MIRROR)
+    return env
+
+
+def cli(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def run_cli(cwd: Path, *args: str, module: str = "dogiqa") -> subprocess.CompletedProcess:
+    """``python -m dogiqa ARGS`` in ``cwd``, as a user runs it."""
+    return subprocess.run(
+        cli(module, *args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300
+    )
