@@ -182,19 +182,22 @@ def test_remote_code_needs_consent_and_a_pinned_revision(caplog) -> None:
         resolve("mplug-owl3-7b", None, allow_remote_code=False)
     with pytest.raises(ParamError, match="score.hf.revision"):
         resolve("mplug-owl3-7b", "main", allow_remote_code=True)
+    registry_pin = resolve("mplug-owl3-7b", None, allow_remote_code=True)
+    assert len(registry_pin.revision) == 40 and registry_pin.revision != "main"
     pinned = resolve("mplug-owl3-7b", "a" * 40, allow_remote_code=True)
-    assert (pinned.source, pinned.loader, pinned.trust_remote_code) == (
+    assert (pinned.source, pinned.loader, pinned.trust_remote_code, pinned.revision) == (
         "mPLUG/mPLUG-Owl3-7B-240728",
         "mplug_owl3",
         True,
+        "a" * 40,
     )
     with caplog.at_level(logging.WARNING):
         qwen = resolve("qwen2.5-vl-7b", None, allow_remote_code=False)
-    assert (qwen.source, qwen.revision, qwen.trust_remote_code) == (
-        "Qwen/Qwen2.5-VL-7B-Instruct",
-        "main",
-        False,
-    )
+    assert (qwen.source, qwen.trust_remote_code) == ("Qwen/Qwen2.5-VL-7B-Instruct", False)
+    assert len(qwen.revision) == 40 and "not pinned" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        smol = resolve("smolvlm", None, allow_remote_code=False)
+    assert smol.revision == "main"
     assert "not pinned" in caplog.text
     with pytest.raises(ParamError, match="score.hf.model"):
         resolve("no-such-model", None, allow_remote_code=False)

@@ -3,9 +3,10 @@
 Switching models is a params change (``score.hf.model``): a registry name below, a local folder
 holding a saved model and processor, or any hub id of an image-text-to-text model.
 
-Revisions: a 40-hex commit hash pins weights, processor and (for remote-code models) code. Where
-this registry does not know the commit it says ``main`` and the loader warns that the run is
-unpinned; pin it with ``score.hf.revision``. Remote code runs only for a model that needs it, only
+Revisions: a 40-hex commit hash pins weights, processor and (for remote-code models) code. The
+registry pins the paper's model and the Qwen2.5-VL models to hub commits; where it does not know
+the commit it says ``main`` and the loader warns that the run is unpinned. ``score.hf.revision``
+overrides the registry's commit. Remote code runs only for a model that needs it, only
 when ``score.hf.trust_remote_code`` is true, and only with a pinned revision (a local folder counts
 as pinned: its files do not change under the run).
 """
@@ -42,20 +43,20 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "mplug-owl3-7b": ModelSpec(
         repo="mPLUG/mPLUG-Owl3-7B-240728",
-        revision=UNPINNED,
+        revision="eff25bcdc02ff1b513c25f376d761ec1ab6dfa1b",
         loader="mplug_owl3",
         trust_remote_code=True,
         note="the paper's model (fp16, sdpa); its remote code targets transformers 4.4x",
     ),
     "qwen2.5-vl-7b": ModelSpec(
         repo="Qwen/Qwen2.5-VL-7B-Instruct",
-        revision=UNPINNED,
+        revision="cc594898137f460bfe9f0759e9844b3ce807cfb5",
         loader="auto",
         trust_remote_code=False,
     ),
     "qwen2.5-vl-3b": ModelSpec(
         repo="Qwen/Qwen2.5-VL-3B-Instruct",
-        revision=UNPINNED,
+        revision="66285546d2b821cf421d4f5eb2576359d3770cd3",
         loader="auto",
         trust_remote_code=False,
     ),
