@@ -205,7 +205,12 @@ def test_resume_redoes_only_what_is_missing(project, params, monkeypatch) -> Non
         ({"backend": "hf", "prompt": "paper_word_k5"}, "score.prompt"),
         ({"backend": "hf", "hf__model": "mplug-owl3-7b"}, "score.hf.trust_remote_code"),
         (
-            {"backend": "hf", "hf__model": "mplug-owl3-7b", "hf__trust_remote_code": True},
+            {
+                "backend": "hf",
+                "hf__model": "mplug-owl3-7b",
+                "hf__trust_remote_code": True,
+                "hf__revision": "main",  # remote code at an unpinned revision is refused
+            },
             "score.hf.revision",
         ),
         ({"backend": "openai", "openai__concurrency": 0}, "score.openai.concurrency"),
