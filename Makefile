@@ -23,6 +23,9 @@ venv: $(STAMP)
 
 repro: venv
 	PATH="$(BIN):$$PATH" python -m dogiqa check-params
+	# The download stages fill data/raw, which data.dvc records: run them first so that a fresh
+	# clone without a DVC remote has the raw inputs before DVC verifies that record.
+	PATH="$(BIN):$$PATH" dvc repro download download_external
 	PATH="$(BIN):$$PATH" dvc repro
 
 test: venv
