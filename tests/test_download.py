@@ -40,6 +40,8 @@ def server(tmp_path):
 @pytest.fixture(autouse=True)
 def in_tmp_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # These tests choose the mirror through params; the environment variable would override it.
+    monkeypatch.delenv("DOGIQA_MIRROR", raising=False)
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> None:
@@ -214,3 +216,11 @@ def test_bad_params_fail_before_any_work(mirror, tmp_path, key, value, param):
     with pytest.raises(ParamError, match=param):
         download.run("livec", _params(mirror, **{key: value}))
     assert not Path("data").exists()
+
+
+def test_environment_variable_overrides_the_mirror_param(mirror, tmp_path, monkeypatch):
+    params = _params(tmp_path / "no_such_mirror")
+    params["download"]["datasets"] = ["kadid"]
+    monkeypatch.setenv("DOGIQA_MIRROR", str(mirror))
+    download.run("kadid", params)
+    assert len(pd.read_csv("data/labels/kadid.csv")) == 10125
