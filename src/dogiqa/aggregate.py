@@ -66,6 +66,9 @@ class Variant:
     """True when the variant combines several prompts/models (computed once, not per prompt)."""
 
 
+TABLE_DTYPES = {"image": str, "prompt_id": str}
+
+
 def _s_seg(f: pd.DataFrame, ctx: Context) -> pd.Series:
     return f["count"] * f["K"] / ctx.c_max
 
@@ -193,16 +196,6 @@ def validate_params(params: Mapping[str, Any]) -> AggregateParams:
         c_max=c_max,
         missing=config.get_choice(sec, "aggregate", "missing", MISSING),
     )
-
-
-def _read_table(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
-    if not path.exists():
-        raise DogIQAError(f"{path}: {what} not found (run the stage that writes it)")
-    frame = pd.read_csv(path, dtype={"image": str, "prompt_id": str})
-    absent = [c for c in columns if c not in frame.columns]
-    if absent:
-        raise DogIQAError(f"{path}: {what} lacks column(s) {absent}")
-    return frame
 
 
 def read_labels(dataset: str, evaluation_set: bool = True) -> pd.DataFrame:
@@ -336,8 +329,10 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
     """Aggregate one dataset; write the predictions table and its summary; return the table."""
     p = validate_params(params)
     labels = read_labels(dataset)
-    regions = _read_table(paths.regions_table(dataset), REGION_COLUMNS, "regions table")
-    scores = _read_table(paths.scores_table(dataset), SCORE_COLUMNS, "scores table")
+    regions = io.read_table(
+        paths.regions_table(dataset), REGION_COLUMNS, "regions table", TABLE_DTYPES
+    )
+    scores = io.read_table(paths.scores_table(dataset), SCORE_COLUMNS, "scores table", TABLE_DTYPES)
     images = pd.Index(labels["image"], name="image")
     predictions, facts = compute(regions, scores, images, p)
     table, missing_counts = _long_table(predictions, labels, p.missing)

@@ -100,12 +100,9 @@ def run(dataset: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate one dataset's predictions; write the metrics JSON and the plots CSV."""
     p = validate_params(params)
     source = paths.predictions_table(dataset)
-    if not source.exists():
-        raise DogIQAError(f"{source}: predictions table not found (run the aggregate stage)")
-    table = pd.read_csv(source, dtype={"image": str, "variant": str})
-    absent = [c for c in PREDICTION_COLUMNS if c not in table.columns]
-    if absent:
-        raise DogIQAError(f"{source}: lacks column(s) {absent}")
+    table = io.read_table(
+        source, tuple(PREDICTION_COLUMNS), "predictions table", {"image": str, "variant": str}
+    )
     if table.empty:
         raise DogIQAError(f"{source}: no predictions")
     main = _main_variant(dataset, table)

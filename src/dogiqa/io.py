@@ -64,6 +64,22 @@ def write_csv_atomic(path: str | Path, frame: pd.DataFrame, float_format: str = 
         frame.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
 
 
+def read_table(
+    path: str | Path, columns: tuple[str, ...], what: str, dtype: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """Read a stage's CSV output; one-line ``DogIQAError`` if it is absent or lacks a column."""
+    from dogiqa.errors import DogIQAError
+
+    path = Path(path)
+    if not path.exists():
+        raise DogIQAError(f"{path}: {what} not found (run the stage that writes it)")
+    frame = pd.read_csv(path, dtype=dtype)
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise DogIQAError(f"{path}: {what} lacks column(s) {absent}")
+    return frame
+
+
 class ImageCache:
     """Append-only JSON-lines cache of per-image results, keyed by image name.
 
