@@ -74,7 +74,50 @@ def test_bootstrap_statistics_match_scipy_per_resample():
     x, y = rng.normal(size=(2, 5, 40))
     x[:, :3] = x[:, :1]  # ties
     expected = [stats.spearmanr(a, b).statistic for a, b in zip(x, y, strict=True)]
-    np.testing.assert_allclose(metrics._spearman_stat(x, y, axis=-1), expected)
+    codes_x = np.stack([metrics.rank_codes(row) for row in x])
+    codes_y = np.stack([metrics.rank_codes(row) for row in y])
+    np.testing.assert_allclose(metrics._spearman_of_codes(codes_x, codes_y, axis=-1), expected)
+
+
+def test_ranks_by_counting_equal_scipy_ranks_with_ties():
+    rng = np.random.default_rng(4)
+    values = rng.integers(0, 6, size=(7, 30)).astype(float)  # many ties per row
+    codes = np.stack([metrics.rank_codes(row) for row in values])
+    np.testing.assert_array_equal(
+        metrics.average_ranks_of_codes(codes), stats.rankdata(values, axis=-1)
+    )
+    np.testing.assert_array_equal(
+        metrics.average_ranks_of_codes(codes.T, axis=0), stats.rankdata(values.T, axis=0)
+    )
+
+
+def test_srcc_interval_equals_ranking_each_resample_by_sorting(pair):
+    pred, mos = pair
+    pred = np.round(pred, 1)  # ties, as discrete MLLM scores have
+
+    def spearman_by_sorting(x, y, axis=-1):
+        return metrics._rowwise_pearson(
+            stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis
+        )
+
+    by_sorting = stats.bootstrap(
+        (pred, mos),
+        spearman_by_sorting,
+        paired=True,
+        vectorized=True,
+        n_resamples=400,
+        batch=200,
+        method="percentile",
+        rng=np.random.default_rng(11),
+    ).confidence_interval
+    assert metrics.bootstrap_ci(pred, mos, "srcc", 400, seed=11) == pytest.approx(
+        [by_sorting.low, by_sorting.high], abs=1e-12
+    )
+
+
+def test_unknown_bootstrap_statistic_is_refused(pair):
+    with pytest.raises(ValueError, match="unknown statistic 'krcc'"):
+        metrics.bootstrap_ci(*pair, "krcc", 10, seed=0)
 
 
 def test_missing_predictions_are_counted_not_scored():

@@ -6,7 +6,9 @@
   ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``, fitted to the MOS by least squares;
   it removes the non-linearity between a model's scale and the MOS scale before PLCC.
 - Percentile bootstrap 95% intervals (``scipy.stats.bootstrap``, paired resampling of images,
-  seeded) for SRCC and raw PLCC.
+  seeded) for SRCC and raw PLCC. For SRCC the samples are first replaced by integer codes
+  (dense ranks), so that each resample is ranked by counting instead of sorting: the same
+  resamples and the same interval as ranking the values, several times faster.
 """
 
 from __future__ import annotations
@@ -96,8 +98,42 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray
         return num / den
 
 
-def _spearman_stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return _rowwise_pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
+def rank_codes(values: np.ndarray) -> np.ndarray:
+    """Dense integer codes 0..u-1 of ``values`` (equal values share a code, order kept).
+
+    Any resample of the codes has the same ranks as the same resample of the values."""
+    return stats.rankdata(values, method="dense").astype(np.int64) - 1
+
+
+def average_ranks_of_codes(codes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Tie-averaged ranks (1-based, as ``scipy.stats.rankdata``'s default) of non-negative
+    integer codes along ``axis``, by counting each code per row: O(size), no sort."""
+    moved = np.moveaxis(np.asarray(codes), axis, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    width = int(rows.max()) + 1 if rows.size else 1
+    offsets = np.arange(rows.shape[0], dtype=np.int64)[:, None] * width
+    counts = np.bincount((rows + offsets).ravel(), minlength=rows.shape[0] * width)
+    counts = counts.reshape(rows.shape[0], width)
+    # A code seen k times occupies the positions up to the cumulative count: its mean is
+    # cumulative - (k - 1) / 2.
+    average = np.cumsum(counts, axis=1) - (counts - 1) / 2.0
+    ranks = np.take_along_axis(average, rows, axis=1)
+    return np.moveaxis(ranks.reshape(moved.shape), -1, axis)
+
+
+def _spearman_of_codes(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _rowwise_pearson(
+        average_ranks_of_codes(x, axis=axis), average_ranks_of_codes(y, axis=axis), axis=axis
+    )
+
+
+def _bootstrap_inputs(statistic: str, *samples: np.ndarray) -> tuple[tuple[np.ndarray, ...], Any]:
+    """The samples and vectorised statistic that the bootstrap resamples for ``statistic``."""
+    if statistic == "srcc":
+        return tuple(rank_codes(sample) for sample in samples), _spearman_of_codes
+    if statistic == "plcc":
+        return samples, _rowwise_pearson
+    raise ValueError(f"unknown statistic {statistic!r}: expected 'srcc' or 'plcc'")
 
 
 def _percentile_interval(
@@ -134,8 +170,8 @@ def bootstrap_ci(
     """Percentile bootstrap interval of ``statistic`` ('srcc' or 'plcc') over resampled images."""
     if n_resamples <= 0:
         return None
-    func = {"srcc": _spearman_stat, "plcc": _rowwise_pearson}[statistic]
-    return _percentile_interval((pred, mos), func, n_resamples, seed, level)
+    samples, func = _bootstrap_inputs(statistic, pred, mos)
+    return _percentile_interval(samples, func, n_resamples, seed, level)
 
 
 def paired_difference(
@@ -153,17 +189,17 @@ def paired_difference(
     a, b, m = (np.asarray(v, dtype=float) for v in (pred_a, pred_b, mos))
     valid = np.isfinite(a) & np.isfinite(b) & np.isfinite(m)
     a, b, m = a[valid], b[valid], m[valid]
-    func = {"srcc": _spearman_stat, "plcc": _rowwise_pearson}[statistic]
+    samples, func = _bootstrap_inputs(statistic, a, b, m)
     out: dict[str, Any] = {"n": int(valid.sum()), "difference": None, "ci": None}
     if out["n"] < MIN_PAIRS or np.ptp(a) == 0 or np.ptp(b) == 0:
         return out
-    out["difference"] = float(func(a, m) - func(b, m))
+    out["difference"] = float(func(samples[0], samples[2]) - func(samples[1], samples[2]))
     if n_resamples > 0:
 
         def diff(x: np.ndarray, y: np.ndarray, z: np.ndarray, axis: int = -1) -> np.ndarray:
             return func(x, z, axis=axis) - func(y, z, axis=axis)
 
-        out["ci"] = _percentile_interval((a, b, m), diff, n_resamples, seed, level)
+        out["ci"] = _percentile_interval(samples, diff, n_resamples, seed, level)
     return out
 
 

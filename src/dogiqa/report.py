@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from dogiqa import paths
 from dogiqa.config import get_list, section
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.io import atomic_path
+
+if TYPE_CHECKING:
+    import nbformat
 
 NOTEBOOKS = Path("notebooks")
 VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
@@ -49,10 +51,24 @@ def has_errors(notebook: nbformat.NotebookNode) -> bool:
     )
 
 
+def _skip_iri_format_checker() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` in this process.
+
+    jupyterlab pulls in ``jsonschema[format-nongpl]``, whose ``rfc3987_syntax`` compiles ~35
+    Earley grammars at import (about 1.6 s for every report stage, see
+    python-jsonschema/jsonschema#1428) for the ``iri`` format checks, which nbformat's notebook
+    schema never uses. A ``None`` entry in ``sys.modules`` makes that optional import fail, and
+    jsonschema then leaves those two checkers out. Nothing changes once jsonschema is loaded."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def execute(
     name: str, parameters: dict[str, Any] | None = None, output_dir: Path | None = None
 ) -> Path:
     """Execute ``notebooks/<name>.ipynb`` into ``reports/<name>.ipynb`` (stripped)."""
+    _skip_iri_format_checker()
+    import nbformat
     import papermill
 
     source = NOTEBOOKS / f"{name}.ipynb"

@@ -1,0 +1,77 @@
+"""Figure 4 of the paper: MOS against predicted scores, with the histogram of each on the margins.
+
+Shared by the notebook of the published prediction sets (04) and the notebook of this study's run
+(06), so both draw and describe a prediction set the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dogiqa import metrics
+
+
+def discreteness(scores: np.ndarray) -> dict[str, Any]:
+    """Range and discreteness of a prediction set: a K-level answer takes few distinct values,
+    all of them integers; an aggregated score spreads between them."""
+    scores = np.asarray(scores, dtype=float)
+    return {
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "distinct values": int(np.unique(scores).size),
+        "share at an integer": float(np.mean(np.isclose(scores, np.round(scores)))),
+    }
+
+
+def figure4(
+    frame: pd.DataFrame,
+    title: str,
+    target: Path,
+    ylabel: str,
+    result: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Joint plot of ``frame.mos`` (x) against ``frame.score`` (y), saved to ``target`` (PNG).
+
+    ``result`` holds n, SRCC and PLCC when they were computed elsewhere (the external metrics
+    table); without it they are computed here, without bootstrap. Returns the statistics printed
+    with the figure plus :func:`discreteness`; the figure stays open for the notebook to show.
+    """
+    import seaborn as sns
+
+    data = frame.dropna(subset=["score", "mos"])
+    if data.empty:
+        raise ValueError(f"{title}: no image has both a score and a MOS")
+    with sns.axes_style("ticks"):
+        grid = sns.jointplot(
+            data=data,
+            x="mos",
+            y="score",
+            kind="reg",
+            height=4.2,
+            joint_kws={"ci": None, "scatter_kws": {"s": 8, "alpha": 0.35}},
+            marginal_kws={"bins": 40},
+        )
+    if result is None:
+        result = metrics.evaluate(data.score, data.mos, bootstrap=0)
+    grid.set_axis_labels("MOS", ylabel)
+    grid.figure.suptitle(
+        f"{title}\nSRCC {result['srcc']:.3f}, PLCC {result['plcc']:.3f}, n = {result['n']}",
+        y=1.02,
+        fontsize=10,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # No "Software" entry: the PNG bytes then depend on the data alone.
+    grid.savefig(target, dpi=90, bbox_inches="tight", metadata={"Software": None})
+    return {
+        "set": title,
+        "figure": target.as_posix(),
+        "n": result["n"],
+        "srcc": result["srcc"],
+        "plcc": result["plcc"],
+        **discreteness(data.score.to_numpy(float)),
+    }
