@@ -58,13 +58,21 @@ def long_table(name: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+@cache
+def _values_by_key(name: str) -> dict[tuple[str, str, str], list[float]]:
+    """Printed values of one table by (label, dataset, metric); a list, to detect duplicates."""
+    found: dict[tuple[str, str, str], list[float]] = {}
+    for row in long_table(name).itertuples(index=False):
+        found.setdefault((row.label, row.dataset, row.metric), []).append(row.paper)
+    return found
+
+
 def value(name: str, label: str, dataset: str, metric: str) -> float:
     """One printed value, e.g. ``value("llmiqa_table3", "6", "livec", "srcc")``."""
-    frame = long_table(name)
-    hit = frame[(frame.label == label) & (frame.dataset == dataset) & (frame.metric == metric)]
-    if len(hit) != 1:
+    hits = _values_by_key(name).get((label, dataset, metric), [])
+    if len(hits) != 1:
         raise KeyError(f"{name}: no single value for {label!r}, {dataset!r}, {metric!r}")
-    return float(hit.paper.iloc[0])
+    return hits[0]
 
 
 COMPARISON_TAIL = ["paper", "reproduced", "delta", "source"]

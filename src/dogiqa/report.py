@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 NOTEBOOKS = Path("notebooks")
 VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+"""Matplotlib backend of the kernel: ``plt.show()`` embeds the figure in the executed notebook."""
 
 
 def strip_run_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -38,7 +42,8 @@ def strip_run_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode
         if cell.cell_type == "code":
             cell.execution_count = None
             for output in cell.get("outputs", []):
-                output.pop("execution_count", None)
+                if "execution_count" in output:  # required (may be null) on execute_result
+                    output["execution_count"] = None
     notebook.nbformat_minor = min(notebook.nbformat_minor, 4)
     return notebook
 
@@ -63,6 +68,21 @@ def _skip_iri_format_checker() -> None:
         sys.modules.setdefault("rfc3987_syntax", None)
 
 
+@contextmanager
+def _kernel_environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for a kernel started inside the block (it inherits them)."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def execute(
     name: str, parameters: dict[str, Any] | None = None, output_dir: Path | None = None
 ) -> Path:
@@ -75,9 +95,9 @@ def execute(
     if not source.exists():
         raise DogIQAError(f"{source}: notebook not found")
     target = (output_dir or paths.REPORTS) / f"{name}.ipynb"
-    os.environ.setdefault("MPLBACKEND", "Agg")
     logging.getLogger("papermill").setLevel(logging.WARNING)
-    with atomic_path(target) as tmp:
+    # Inline figures whatever backend the shell chose: reports/ is read without running it.
+    with atomic_path(target) as tmp, _kernel_environment(MPLBACKEND=INLINE_BACKEND):
         try:
             papermill.execute_notebook(
                 str(source),
