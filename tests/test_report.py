@@ -3,6 +3,7 @@ stripped so that re-executing unchanged inputs leaves the same file."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def test_figures_are_embedded_and_reexecution_gives_the_same_file(tmp_path, monk
     assert "papermill" not in notebook.metadata
     assert all(cell.get("execution_count") is None for cell in notebook.cells)
     assert report.execute("plot", output_dir=tmp_path / "reports").read_bytes() == first
-    assert report.os.environ["MPLBACKEND"] == "Agg"  # restored for the rest of the process
+    assert os.environ["MPLBACKEND"] == "Agg"  # restored for the rest of the process
 
 
 def test_a_failing_cell_is_one_line_naming_the_notebook(tmp_path, monkeypatch):

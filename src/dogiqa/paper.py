@@ -72,7 +72,7 @@ def value(name: str, label: str, dataset: str, metric: str) -> float:
     hits = _values_by_key(name).get((label, dataset, metric), [])
     if len(hits) != 1:
         raise KeyError(f"{name}: no single value for {label!r}, {dataset!r}, {metric!r}")
-    return hits[0]
+    return float(hits[0])
 
 
 COMPARISON_TAIL = ["paper", "reproduced", "delta", "source"]
