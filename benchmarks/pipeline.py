@@ -46,7 +46,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
 
-from dogiqa import io, paths, score  # noqa: E402
+from dogiqa import crops as region_crops  # noqa: E402
+from dogiqa import io, paths  # noqa: E402
 from dogiqa.images import load_rgb  # noqa: E402
 from dogiqa.scoring.classical import SCORERS, ClassicalScorer  # noqa: E402
 
@@ -100,7 +101,7 @@ def measure_stages(size: int, root: Path) -> dict[str, Any]:
         result = run_measured(args, root, env)
         out["seconds"][stage] = result["seconds"]
         out["peak_rss_mib"][stage] = result["peak_rss_mib"]
-    regions = pd.read_csv(root / paths.regions_table(DATASET), keep_default_na=False)
+    regions = pd.read_csv(paths.regions_table(DATASET, base=root), keep_default_na=False)
     out["images"] = int(regions["image"].nunique())
     out["regions"] = len(regions)
     return out
@@ -190,8 +191,8 @@ def measure_repro(root: Path) -> dict[str, Any]:
 
 
 def model_calls(root: Path) -> dict[str, Any]:
-    regions = pd.read_csv(root / paths.regions_table(DATASET), keep_default_na=False)
-    scores = pd.read_csv(root / paths.scores_table(DATASET), keep_default_na=False)
+    regions = pd.read_csv(paths.regions_table(DATASET, base=root), keep_default_na=False)
+    scores = pd.read_csv(paths.scores_table(DATASET, base=root), keep_default_na=False)
     summary = json.loads((root / paths.SCORES / f"{DATASET}.summary.json").read_text())
     images = scores["image"].nunique()
     prompts = scores["prompt_id"].nunique()
@@ -226,14 +227,14 @@ def model_calls(root: Path) -> dict[str, Any]:
 
 def classical_costs(root: Path) -> dict[str, Any]:
     """Seconds per image of each classical scorer on the images of ``root``'s regions table."""
-    regions = pd.read_csv(root / paths.regions_table(DATASET), keep_default_na=False)
-    labels = pd.read_csv(root / paths.labels_table(DATASET), keep_default_na=False)
+    regions = pd.read_csv(paths.regions_table(DATASET, base=root), keep_default_na=False)
+    labels = pd.read_csv(paths.labels_table(DATASET, base=root), keep_default_na=False)
     where = dict(zip(labels["image"], labels["path"], strict=True))
-    groups = list(score.image_groups(regions))
+    groups = list(region_crops.image_groups(regions))
     crops = []
     for name, group in groups:
         image = load_rgb(root / where[name])
-        crops.append(score.region_crops(image, group.to_dict("records"), "bbox")[0])
+        crops.append(region_crops.region_crops(image, group.to_dict("records"), "bbox")[0])
     count = sum(len(c) for c in crops)
     out: dict[str, Any] = {"images": len(groups), "crops_per_image": count / len(groups)}
     for metric, spec in SCORERS.items():

@@ -34,7 +34,7 @@ def write_labels(root: Path, images: list[tuple[str, str]], dataset: str = "live
         ]
     )
     table["in_subset"] = True
-    out = root / paths.labels_table(dataset)
+    out = paths.labels_table(dataset, base=root)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return out

@@ -190,7 +190,7 @@ def test_run_writes_long_table_and_summary(tmp_path, monkeypatch):
     assert len(written) == len(table) == 2 * 4
     assert written.variant.unique().tolist() == ["paper:argmax", "global_only:argmax"]
     assert written.image.tolist()[:4] == ["a", "b", "c", "d"]
-    summary = json.loads(aggregate.summary_path("toy").read_text())
+    summary = json.loads(paths.summary("predictions", "toy").read_text())
     assert summary["missing"] == {"paper:argmax": 2, "global_only:argmax": 1}
     assert summary["missing_main_images"] == ["c", "d"]
     assert summary["without_regions"] == 1
@@ -205,7 +205,7 @@ def test_authors_missing_policy_scores_one(tmp_path, monkeypatch):
     aggregate.run("toy", _params(variants=["paper"], readouts=["argmax"], missing="authors"))
     written = pd.read_csv(paths.predictions_table("toy")).set_index("image")
     assert written.prediction[["c", "d"]].tolist() == [1.0, 1.0]
-    summary = json.loads(aggregate.summary_path("toy").read_text())
+    summary = json.loads(paths.summary("predictions", "toy").read_text())
     assert summary["missing"] == {"paper:argmax": 2}  # still counted
 
 

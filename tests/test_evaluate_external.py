@@ -110,14 +110,14 @@ def test_pyiqa_niqe_livec_on_the_test_images(table):
 @pytest.mark.slow
 def test_csv_round_trips_exactly_and_markdown_is_written(project):
     root, table = project
-    loaded = evaluate_external.load(root / evaluate_external.TABLE)
+    loaded = evaluate_external.load(paths.table(evaluate_external.NAME, base=root))
     assert list(loaded.columns) == evaluate_external.COLUMNS
     for column in ("srcc", "plcc", "plcc_logistic", "krcc", "srcc_ci_low", "temperature"):
         np.testing.assert_array_equal(
             loaded[column].to_numpy(float), table[column].to_numpy(float), strict=True
         )
     assert (loaded.n.to_numpy() == table.n.to_numpy()).all()
-    markdown = (root / evaluate_external.MARKDOWN).read_text().splitlines()
+    markdown = paths.table(evaluate_external.NAME, ".md", base=root).read_text().splitlines()
     assert markdown[0].split("|")[1].strip() == "source"
     assert len(markdown) == len(table) + 2
 
@@ -125,7 +125,7 @@ def test_csv_round_trips_exactly_and_markdown_is_written(project):
 @pytest.mark.slow
 def test_one_file_serially_equals_its_rows_from_the_process_pool(project, mirror):
     root, table = project
-    labels = pd.read_csv(root / paths.labels_table("livec"), dtype={"image": str})
+    labels = pd.read_csv(paths.labels_table("livec", base=root), dtype={"image": str})
     task = evaluate_external.Task("pyiqa", "clipiqa", "livec", labels[["image", "mos"]])
     p = evaluate_external.validate_params(PARAMS)
     rows = evaluate_external.evaluate_file(task, mirror / "external", p)
@@ -145,7 +145,7 @@ def test_bad_params_fail_before_any_work(tmp_path, monkeypatch, key, value):
     params = {"evaluate": {**PARAMS["evaluate"], key: value}}
     with pytest.raises(ParamError, match=f"evaluate.{key}"):
         evaluate_external.run(params)
-    assert not evaluate_external.TABLE.exists()
+    assert not paths.table(evaluate_external.NAME).exists()
 
 
 def test_missing_external_files_are_one_line(tmp_path, monkeypatch):

@@ -26,22 +26,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dogiqa import config, io, paths
-from dogiqa.errors import DogIQAError, LabelError, ParamError
+from dogiqa import config, io, paths, schema
+from dogiqa.errors import DogIQAError, ParamError
 
 log = logging.getLogger(__name__)
 
 READOUTS = ("argmax", "expected")
 MISSING = ("report", "authors")
-LOCAL_KINDS = ("mask", "complement", "whole")
 REGION_COLUMNS = ("image", "region", "kind", "area", "area_authors", "count")
+"""The columns of the regions table that the formulas read."""
 SCORE_COLUMNS = ("image", "region", "prompt_id", "K", *READOUTS)
+"""The columns of the scores table that the formulas read."""
 AUTHORS_MISSING_SCORE = 1.0
 
 
@@ -64,9 +64,6 @@ class Variant:
     description: str
     ensemble: bool = False
     """True when the variant combines several prompts/models (computed once, not per prompt)."""
-
-
-TABLE_DTYPES = {"image": str, "prompt_id": str}
 
 
 def _s_seg(f: pd.DataFrame, ctx: Context) -> pd.Series:
@@ -198,17 +195,12 @@ def validate_params(params: Mapping[str, Any]) -> AggregateParams:
     )
 
 
-def read_labels(dataset: str, evaluation_set: bool = True) -> pd.DataFrame:
-    """The labels table (image, mos, ...) in label order; only ``in_subset`` rows by default."""
-    path = paths.labels_table(dataset)
-    if not path.exists():
-        raise LabelError(f"{path}: labels table not found (run the download stage)")
-    labels = pd.read_csv(path, dtype={"image": str})
-    if not {"image", "mos"} <= set(labels.columns):
-        raise LabelError(f"{path}: needs columns image and mos")
-    if evaluation_set and "in_subset" in labels.columns:
-        labels = labels[labels["in_subset"].astype(str).str.lower() == "true"]
-    return labels.reset_index(drop=True)
+def read_labels(dataset: str) -> pd.DataFrame:
+    """The evaluation set: the labels table's rows in the subset (image, mos, ...), label order."""
+    labels = io.read_table(
+        schema.LABELS, paths.labels_table(dataset), ("image", "mos", "in_subset")
+    )
+    return labels[schema.in_subset(labels)].reset_index(drop=True)
 
 
 def image_features(regions: pd.DataFrame, scores: pd.DataFrame, readout: str) -> pd.DataFrame:
@@ -224,7 +216,7 @@ def image_features(regions: pd.DataFrame, scores: pd.DataFrame, readout: str) ->
     glob = merged[merged.kind == "global"].groupby("image", sort=False)["s"].first()
     # A coded complement area can be negative when masks overlap (segment.mode: correct keeps
     # that complement by its true area); such a region gets no weight in the coded weighting.
-    local = merged[merged.kind.isin(LOCAL_KINDS)].assign(
+    local = merged[merged.kind.isin(schema.LOCAL_KINDS)].assign(
         area_authors=lambda d: d.area_authors.clip(lower=0)
     )
     local = local.assign(sa=lambda d: d.s * d.area, sb=lambda d: d.s * d.area_authors)
@@ -321,18 +313,12 @@ def _long_table(
     return pd.concat(parts, ignore_index=True), missing_counts
 
 
-def summary_path(dataset: str) -> Path:
-    return paths.predictions_table(dataset).with_name(f"{dataset}.summary.json")
-
-
 def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
     """Aggregate one dataset; write the predictions table and its summary; return the table."""
     p = validate_params(params)
     labels = read_labels(dataset)
-    regions = io.read_table(
-        paths.regions_table(dataset), REGION_COLUMNS, "regions table", TABLE_DTYPES
-    )
-    scores = io.read_table(paths.scores_table(dataset), SCORE_COLUMNS, "scores table", TABLE_DTYPES)
+    regions = io.read_table(schema.REGIONS, paths.regions_table(dataset), REGION_COLUMNS)
+    scores = io.read_table(schema.SCORES, paths.scores_table(dataset), SCORE_COLUMNS)
     images = pd.Index(labels["image"], name="image")
     predictions, facts = compute(regions, scores, images, p)
     table, missing_counts = _long_table(predictions, labels, p.missing)
@@ -349,8 +335,8 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
         "without_scores": int((~images.isin(scores["image"])).sum()),
         **facts,
     }
-    io.write_csv_atomic(paths.predictions_table(dataset), table)
-    io.write_json_atomic(summary_path(dataset), summary)
+    io.write_table(schema.PREDICTIONS, paths.predictions_table(dataset), table)
+    io.write_json_atomic(paths.summary("predictions", dataset), summary)
     log.info(
         "aggregate %s: %d images x %d variants, %d missing (main)",
         dataset,

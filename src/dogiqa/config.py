@@ -12,21 +12,22 @@ from typing import Any
 
 import yaml
 
+from dogiqa import paths
 from dogiqa.errors import ParamError
 
-DEFAULT_PARAMS = Path("params.yaml")
 
-
-def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    path = Path(path)
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
+    """The params file ``path`` (default: params.yaml of the project root)."""
+    path = Path(path) if path is not None else paths.params_file()
+    shown = paths.show(path)
     if not path.exists():
-        raise ParamError(str(path), "file not found")
+        raise ParamError(shown, "file not found")
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ParamError(str(path), f"not valid YAML ({exc})") from None
+        raise ParamError(shown, f"not valid YAML ({exc})") from None
     if not isinstance(params, dict):
-        raise ParamError(str(path), "top level must be a mapping of sections")
+        raise ParamError(shown, "top level must be a mapping of sections")
     return params
 
 

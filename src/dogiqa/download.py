@@ -24,10 +24,10 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from dogiqa import paths
+from dogiqa import paths, schema
 from dogiqa.config import get_choice, get_int, get_list, get_str, section
 from dogiqa.errors import ChecksumError, DogIQAError, ParamError, UnsafeArchiveError
-from dogiqa.io import atomic_path, write_csv_atomic, write_json_atomic
+from dogiqa.io import atomic_path, write_json_atomic, write_table
 from dogiqa.labels import read_labels
 from dogiqa.registry import DATASETS, Dataset, Resource
 
@@ -62,7 +62,7 @@ def validate_params(params: dict[str, Any]) -> DownloadConfig:
     return DownloadConfig(
         datasets=datasets,
         pipeline_datasets=pipeline,
-        mirror=Path(mirror_value) if mirror_value else None,
+        mirror=paths.at(mirror_value) if mirror_value else None,
         livec_images=get_choice(sec, "download", "livec_images", ("all", "test")),
         subset_size=get_int(sec, "download", "subset_size", minimum=0),
         subset_seed=get_int(sec, "download", "subset_seed", minimum=0),
@@ -224,7 +224,8 @@ def fetch_file(resource: Resource, folder: Path, mirror: Path | None, what: str)
 def _download_to_cache(resource: Resource) -> Path:
     assert resource.url is not None
     name = resource.url.rstrip("/").rsplit("/", 1)[-1]
-    return http_download(resource.url, paths.CACHE / "downloads" / name, resource.archive_sha256)
+    target = paths.at(paths.CACHE / "downloads" / name)
+    return http_download(resource.url, target, resource.archive_sha256)
 
 
 def fetch_folder(resource: Resource, folder: Path, mirror: Path | None, what: str) -> dict:
@@ -319,7 +320,7 @@ def prepare(spec: Dataset, config: DownloadConfig) -> tuple[pd.DataFrame, dict]:
             log.warning("%s: images not available, labels only (%s)", spec.title, exc)
             summary["images_unavailable"] = str(exc)
     table = read_labels(spec, folder, config.livec_images)
-    table["path"] = [index[name].as_posix() if name in index else "" for name in table["image"]]
+    table["path"] = [paths.show(index[name]) if name in index else "" for name in table["image"]]
     table["in_subset"] = select_subset(table["path"] != "", config.subset_size, config.subset_seed)
     summary.update(
         labelled=len(table),
@@ -333,7 +334,7 @@ def fetch_external(config: DownloadConfig) -> dict[str, Any]:
     """Fetch the cached outputs of other models (dogiqa.external) into data/raw/external."""
     from dogiqa.external import EXTERNAL_RESOURCES
 
-    folder = paths.RAW / "external"
+    folder = paths.external_dir()
     mirror = resolve_mirror(config)
     summary: dict[str, Any] = {}
     for name, resource in EXTERNAL_RESOURCES.items():
@@ -348,7 +349,7 @@ def fetch_external(config: DownloadConfig) -> dict[str, Any]:
 
 def run_external(params: dict[str, Any]) -> None:
     summary = fetch_external(validate_params(params))
-    write_json_atomic(paths.RAW.parent / "external.summary.json", summary)
+    write_json_atomic(paths.at(paths.DATA / "external.summary.json"), summary)
     files = sum(entry["files"] for entry in summary.values())
     print(f"external: {len(summary)} sources, {files} files verified or recorded")
 
@@ -358,8 +359,8 @@ def run(dataset: str, params: dict[str, Any]) -> None:
     if dataset not in config.datasets:
         raise ParamError("download.datasets", f"does not list {dataset!r}")
     table, summary = prepare(DATASETS[dataset], config)
-    write_csv_atomic(paths.labels_table(dataset), table, float_format="%.15g")
-    write_json_atomic(paths.LABELS / f"{dataset}.summary.json", summary)
+    write_table(schema.LABELS, paths.labels_table(dataset), table, float_format="%.15g")
+    write_json_atomic(paths.summary("labels", dataset), summary)
     print(
         f"{dataset}: {summary['labelled']} labelled images, {summary['with_image']} with image "
         f"files, {summary['in_subset']} in the subset"

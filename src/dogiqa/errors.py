@@ -28,4 +28,4 @@ class ImageError(DogIQAError):
 
 
 class LabelError(DogIQAError):
-    """A label file is missing, unreadable or lacks a required column."""
+    """A label file or a stage table is missing, unreadable or lacks a required column."""

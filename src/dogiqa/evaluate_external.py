@@ -33,14 +33,14 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from dogiqa import evaluate, external, io, metrics, paths
+from dogiqa import evaluate, external, io, metrics, paths, schema
 from dogiqa.errors import DogIQAError
 from dogiqa.evaluate import EvaluateParams
 
 log = logging.getLogger(__name__)
 
-TABLE = paths.TABLES / "external_metrics.csv"
-MARKDOWN = TABLE.with_suffix(".md")
+NAME = "external_metrics"
+"""The table's name: ``reports/tables/external_metrics.csv`` and ``.md``."""
 
 COLUMNS = [
     "source",
@@ -152,7 +152,7 @@ def _row(
         "plcc_ci_low": plcc_ci[0],
         "plcc_ci_high": plcc_ci[1],
         "bootstrap_samples": p.bootstrap,
-        "file": path.as_posix(),
+        "file": paths.show(path),
         "reference": scores.source,
         "reader_note": "; ".join(scores.notes),
         "metric_note": result["note"],
@@ -225,7 +225,8 @@ def load_labels(datasets: list[str]) -> dict[str, pd.DataFrame]:
         if not path.exists():
             log.warning("%s not found: the external rows of %s are left out", path, key)
             continue
-        labels[key] = pd.read_csv(path, usecols=["image", "mos"], dtype={"image": str})
+        table = io.read_table(schema.LABELS, path, ("image", "mos"))
+        labels[key] = table.loc[:, ["image", "mos"]]
     return labels
 
 
@@ -262,18 +263,18 @@ def compute(folder: Path, p: EvaluateParams, workers: int | None = None) -> pd.D
 
 def write(table: pd.DataFrame) -> None:
     """CSV at full precision (%.17g round-trips every float) and a 3-decimal Markdown twin."""
-    io.write_csv_atomic(TABLE, table, float_format="%.17g")
+    io.write_csv_atomic(paths.table(NAME), table, float_format="%.17g")
     part = table[MARKDOWN_COLUMNS]
     cells = part.astype(object).where(part.notna(), None)
     markdown = cells.to_markdown(index=False, floatfmt=".3f", missingval="")
-    io.write_text_atomic(MARKDOWN, markdown + "\n")
+    io.write_text_atomic(paths.table(NAME, ".md"), markdown + "\n")
 
 
-def load(path: str | Path = TABLE) -> pd.DataFrame:
+def load(path: str | Path | None = None) -> pd.DataFrame:
     """The table written by this stage, as the notebooks read it."""
-    path = Path(path)
+    path = Path(path) if path is not None else paths.table(NAME)
     if not path.exists():
-        raise DogIQAError(f"{path} not found (run: python -m dogiqa evaluate-external)")
+        raise DogIQAError(f"{paths.show(path)} not found (run: python -m dogiqa evaluate-external)")
     notes = {"reader_note": "str", "metric_note": "str"}
     table = pd.read_csv(path, dtype=notes, keep_default_na=False, na_values=[""])
     return table.fillna(dict.fromkeys(notes, ""))
@@ -307,12 +308,12 @@ def select(
 def run(params: Mapping[str, Any]) -> pd.DataFrame:
     """Evaluate every external prediction file; write ``reports/tables/external_metrics.csv``."""
     p = validate_params(params)
-    table = compute(external.EXTERNAL_DIR, p)
+    table = compute(paths.external_dir(), p)
     write(table)
     log.info(
         "evaluate-external: %d rows (%s) -> %s",
         len(table),
         ", ".join(f"{k} {v}" for k, v in table.source.value_counts(sort=False).items()),
-        TABLE,
+        paths.show(paths.table(NAME)),
     )
     return table

@@ -29,7 +29,8 @@ from dogiqa.errors import DogIQAError
 from dogiqa.registry import Resource
 
 EXTERNAL_DIR = paths.RAW / "external"
-"""Where the download stage puts the external files (the ``external`` resources' root)."""
+"""Where the download stage puts the external files (the ``external`` resources' root),
+relative to the project root (``paths.external_dir()`` is the absolute folder)."""
 
 DOGIQA_COMMIT = "138203b66ff8b728ddcb591643169a9b785d50bb"
 AUTHORS_LIVEC = "dogiqa_authors/livec_global_only_7word.json"
@@ -143,15 +144,19 @@ class ExternalScores:
     notes: list[str] = field(default_factory=list)
 
 
+def _folder(folder: str | Path | None) -> Path:
+    return Path(folder) if folder is not None else paths.external_dir()
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise DogIQAError(f"external file not found: {path} (run the download stage)")
+        raise DogIQAError(f"external file not found: {paths.show(path)} (run the download stage)")
     return path
 
 
-def read_authors_livec(folder: str | Path = EXTERNAL_DIR) -> ExternalScores:
+def read_authors_livec(folder: str | Path | None = None) -> ExternalScores:
     """The authors' whole-image mPLUG-Owl3 LIVE Challenge scores: columns image, score."""
-    path = _require(Path(folder) / AUTHORS_LIVEC)
+    path = _require(_folder(folder) / AUTHORS_LIVEC)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
         frame = pd.DataFrame.from_records(records)[["name", "score"]]
@@ -176,9 +181,9 @@ def parse_concatenated_json(text: str) -> list[dict]:
         objects.extend(obj if isinstance(obj, list) else [obj])
 
 
-def qbench_models(folder: str | Path = EXTERNAL_DIR) -> list[str]:
+def qbench_models(folder: str | Path | None = None) -> list[str]:
     """Model folders present under ``qbench/``, sorted."""
-    root = _require(Path(folder) / QBENCH_DIR)
+    root = _require(_folder(folder) / QBENCH_DIR)
     return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
@@ -190,13 +195,13 @@ def qbench_score(good: np.ndarray, poor: np.ndarray, temperature: float) -> np.n
 def read_qbench(
     model: str,
     dataset: str,
-    folder: str | Path = EXTERNAL_DIR,
+    folder: str | Path | None = None,
     temperature: float = QBENCH_TEMPERATURE,
 ) -> ExternalScores:
     """One model's Q-Bench logits on one dataset: image, logit_good, logit_poor, gt_score, score."""
     if dataset not in QBENCH_DATASETS:
         raise DogIQAError(f"Q-Bench has no {dataset!r}; known: {sorted(QBENCH_DATASETS)}")
-    path = _require(Path(folder) / QBENCH_DIR / model / f"{QBENCH_DATASETS[dataset]}.json")
+    path = _require(_folder(folder) / QBENCH_DIR / model / f"{QBENCH_DATASETS[dataset]}.json")
     good_key, poor_key = QBENCH_LOGITS.get(model, ("logit_good", "logit_poor"))
     try:
         records = parse_concatenated_json(path.read_text(encoding="utf-8"))
@@ -241,7 +246,7 @@ def _dedupe(scores: ExternalScores, path: Path) -> ExternalScores:
 def read_pyiqa(
     dataset: str,
     metric: str,
-    folder: str | Path = EXTERNAL_DIR,
+    folder: str | Path | None = None,
     labels: pd.DataFrame | None = None,
 ) -> ExternalScores:
     """pyiqa predictions: columns score, gt_score (and image when ``labels`` are given).
@@ -252,7 +257,7 @@ def read_pyiqa(
     """
     if dataset not in PYIQA_DATASETS:
         raise DogIQAError(f"no pyiqa predictions for {dataset!r}; known: {sorted(PYIQA_DATASETS)}")
-    path = _require(Path(folder) / PYIQA_DIR / PYIQA_DATASETS[dataset] / f"{metric}.csv")
+    path = _require(_folder(folder) / PYIQA_DIR / PYIQA_DATASETS[dataset] / f"{metric}.csv")
     raw = pd.read_csv(path)
     if raw.shape[1] != 2:
         raise DogIQAError(

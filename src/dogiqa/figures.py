@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dogiqa import metrics
+from dogiqa import metrics, paths
 
 
 def discreteness(scores: np.ndarray) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def figure4(
     grid.savefig(target, dpi=90, bbox_inches="tight", metadata={"Software": None})
     return {
         "set": title,
-        "figure": target.as_posix(),
+        "figure": paths.show(target),
         "n": result["n"],
         "srcc": result["srcc"],
         "plcc": result["plcc"],

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dogiqa import paths
 from dogiqa.errors import ImageError
 
 #: Images above this many pixels are refused (a 100-megapixel photo is far above any IQA set).
@@ -39,10 +40,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Load ``path`` as an H x W x 3 uint8 RGB array, or raise ``ImageError`` with one line."""
     path = Path(path)
+    shown = paths.show(path)  # messages name it as the labels table does
     if not path.exists():
-        raise ImageError(f"{path}: file not found")
+        raise ImageError(f"{shown}: file not found")
     if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+        raise ImageError(f"{shown}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,7 +52,7 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(
-                        f"{path}: refused, {width}x{height} pixels is over the limit of "
+                        f"{shown}: refused, {width}x{height} pixels is over the limit of "
                         f"{max_pixels} (possible decompression bomb)"
                     )
                 image.load()
@@ -60,11 +62,11 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+        raise ImageError(f"{shown}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (format not recognised)") from None
+        raise ImageError(f"{shown}: not an image file (format not recognised)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: unreadable or truncated image ({exc})") from None
+        raise ImageError(f"{shown}: unreadable or truncated image ({exc})") from None
     if array.ndim != 3 or array.shape[2] != 3 or min(array.shape[:2]) < 1:
-        raise ImageError(f"{path}: unexpected decoded shape {array.shape}")
+        raise ImageError(f"{shown}: unexpected decoded shape {array.shape}")
     return array

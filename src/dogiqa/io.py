@@ -1,11 +1,8 @@
-"""Small file helpers shared by the stages: atomic writes and an append-only per-image cache.
+"""File helpers shared by the stages: atomic writes, and the stage tables read and written as
+``dogiqa.schema`` defines them.
 
 Every stage writes its final outputs atomically (write to a temporary file in the same folder,
 then rename), so an interrupted run never leaves a half-written table behind.
-
-Long stages (segment, score) keep a JSON-lines cache with one line per finished image. A line is
-flushed and fsync-ed before the next image starts, so a killed run loses at most the image in
-flight; a torn last line (the kill hit mid-write) is discarded on resume.
 """
 
 from __future__ import annotations
@@ -13,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from dogiqa import paths, schema
+from dogiqa.errors import DogIQAError, LabelError
 
 
 def _default_mode() -> int:
@@ -65,65 +65,47 @@ def write_csv_atomic(path: str | Path, frame: pd.DataFrame, float_format: str = 
 
 
 def read_table(
-    path: str | Path, columns: tuple[str, ...], what: str, dtype: dict[str, Any] | None = None
+    spec: schema.Table, path: str | Path, columns: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Read a stage's CSV output; one-line ``DogIQAError`` if it is absent or lacks a column."""
-    from dogiqa.errors import DogIQAError
-
+    """Read a stage table as ``spec`` defines it (text columns as strings, empty cells of the
+    others missing); one-line ``DogIQAError`` if it is absent or lacks one of ``columns``
+    (default: all of the spec's). ``LabelError`` is the error of any stage table."""
     path = Path(path)
     if not path.exists():
-        raise DogIQAError(f"{path}: {what} not found (run the stage that writes it)")
-    frame = pd.read_csv(path, dtype=dtype)
-    absent = [c for c in columns if c not in frame.columns]
+        raise LabelError(
+            f"{paths.show(path)}: {spec.what} not found (run the {spec.stage} stage first)"
+        )
+    frame = pd.read_csv(
+        path,
+        dtype=dict.fromkeys(spec.text, str),
+        keep_default_na=False,
+        na_values={c: [""] for c in spec.columns if c not in spec.text},
+    )
+    absent = [c for c in (columns or spec.columns) if c not in frame.columns]
     if absent:
-        raise DogIQAError(f"{path}: {what} lacks column(s) {absent}")
+        raise LabelError(f"{paths.show(path)}: {spec.what}: missing column(s) {absent}")
     return frame
 
 
-class ImageCache:
-    """Append-only JSON-lines cache of per-image results, keyed by image name.
+def write_table(
+    spec: schema.Table, path: str | Path, frame: pd.DataFrame, float_format: str = "%.6g"
+) -> None:
+    """Write a stage table; it must hold the spec's columns."""
+    absent = [c for c in spec.columns if c not in frame.columns]
+    if absent:
+        raise DogIQAError(f"{spec.what}: cannot write without column(s) {absent}")
+    write_csv_atomic(path, frame, float_format)
 
-    ``done()`` gives the results already stored; ``add()`` appends one image's result durably.
-    """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._records = self._load()
-
-    def _load(self) -> dict[str, Any]:
-        records: dict[str, Any] = {}
-        if not self.path.exists():
-            return records
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        # A complete file ends with a newline, so the last element is empty; anything else
-        # there is a torn line from a killed run: drop it and truncate the file to the last
-        # good line so that the next append starts clean.
-        complete, torn = lines[:-1], lines[-1]
-        for line in complete:
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            records[entry["image"]] = entry["result"]
-        if torn:
-            with self.path.open("r+b") as handle:
-                handle.truncate(len(raw) - len(torn))
-        return records
-
-    def done(self) -> dict[str, Any]:
-        return dict(self._records)
-
-    def __contains__(self, image: str) -> bool:
-        return image in self._records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def add(self, image: str, result: Any) -> None:
-        line = json.dumps({"image": image, "result": result}, sort_keys=True, allow_nan=False)
-        with self.path.open("ab") as handle:
-            handle.write(line.encode("utf-8") + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._records[image] = result
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    """A stage's JSON summary (or metrics file); one-line ``DogIQAError`` if absent or broken."""
+    path = Path(path)
+    if not path.exists():
+        raise DogIQAError(f"{paths.show(path)}: {what} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise DogIQAError(f"{paths.show(path)}: {what} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise DogIQAError(f"{paths.show(path)}: {what} is not a JSON object")
+    return data

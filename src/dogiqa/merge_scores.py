@@ -9,7 +9,6 @@ the regions table's image order, cells copied as text, counts summed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -33,31 +32,29 @@ def _read_shard(
     for path in (table_path, summary_path):
         if not path.exists():
             raise DogIQAError(
-                f"{path}: output of shard {shard} not found (run: python -m dogiqa.sharding "
-                f"score --dataset {dataset} --shard {shard})"
+                f"{paths.show(path)}: output of shard {shard} not found (run: python -m "
+                f"dogiqa.sharding score --dataset {dataset} --shard {shard})"
             )
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise DogIQAError(f"{summary_path}: not a JSON summary") from None
+    summary = io.read_json(summary_path, "shard summary")
+    shown = paths.show(summary_path)
     if summary.get("shard") != str(shard):
         raise DogIQAError(
-            f"{summary_path}: holds shard {summary.get('shard')!r}, not {shard} (stale output "
+            f"{shown}: holds shard {summary.get('shard')!r}, not {shard} (stale output "
             "of another shard count: rerun the shard)"
         )
     changed = [k for k, v in expected.items() if summary.get(k) != v]
     if changed:
         raise DogIQAError(
-            f"{summary_path}: scored with other settings ({', '.join(changed)}) than the "
+            f"{shown}: scored with other settings ({', '.join(changed)}) than the "
             f"current score params: rerun shard {shard}"
         )
     mine = shard.select(images)
-    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
+    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)  # cells kept as text
     listed = set(table["image"]) | {s["image"] for s in summary["skipped"]}
     if summary["images"] != len(mine) or not listed <= set(mine):
         raise DogIQAError(
-            f"{table_path}: images differ from shard {shard} of the current regions table "
-            "(stale output: rerun the shard)"
+            f"{paths.show(table_path)}: images differ from shard {shard} of the current regions "
+            "table (stale output: rerun the shard)"
         )
     return table, summary
 
@@ -96,7 +93,13 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
         raise DogIQAError(f"{dataset}: shard tables do not have the scores table's columns")
     table, summary = merge(tables, [s for _, s in parts], images)
     out = paths.scores_table(dataset)
-    io.write_csv_atomic(out, table)
-    io.write_json_atomic(out.with_name(f"{dataset}.summary.json"), summary)
-    log.info("merge-scores %s: %d shards, %d rows -> %s", dataset, len(parts), len(table), out)
+    io.write_csv_atomic(out, table)  # the shards' cells, copied as text
+    io.write_json_atomic(paths.summary("scores", dataset), summary)
+    log.info(
+        "merge-scores %s: %d shards, %d rows -> %s",
+        dataset,
+        len(parts),
+        len(table),
+        paths.show(out),
+    )
     return table

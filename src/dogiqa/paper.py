@@ -26,10 +26,6 @@ def load() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def table_names() -> list[str]:
-    return list(load()["tables"])
-
-
 def table_info(name: str) -> dict[str, Any]:
     """Title, citation, note, datasets and attribute columns of one table (without its rows)."""
     tables = load()["tables"]
@@ -101,7 +97,7 @@ def comparison(paper_rows: pd.DataFrame, reproduced: pd.DataFrame, keys: list[st
 
 def write_table(table: pd.DataFrame, name: str, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<name>.csv`` and its Markdown twin ``<name>.md`` (3 decimals)."""
-    folder = Path(folder) if folder is not None else paths.TABLES
+    folder = Path(folder) if folder is not None else paths.at(paths.TABLES)
     target = folder / f"{name}.csv"
     io.write_csv_atomic(target, table)
     cells = table.astype(object).where(table.notna(), None)  # empty cells, not "nan"

@@ -1,8 +1,18 @@
-"""Where each stage reads and writes, relative to the project root (the folder with dvc.yaml)."""
+"""Where each stage reads and writes, anchored on the project root (the folder with dvc.yaml).
+
+The layout below is relative to the project root (the form dvc.yaml and the reports show). The
+functions return absolute paths under :func:`root`, found from the working directory upwards, so
+a notebook opened from ``notebooks/`` reads the same files as the pipeline; :func:`show` turns a
+path back into its root-relative form for tables and messages. Every per-dataset stage output
+comes from :func:`stage_file`. ``base`` (a project root) overrides the search, for tests.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+MARKER = "dvc.yaml"
+"""The file that marks the project root."""
 
 DATA = Path("data")
 RAW = DATA / "raw"
@@ -17,27 +27,109 @@ FIGURES = REPORTS / "figures"
 METRICS = REPORTS / "metrics"
 PLOTS = REPORTS / "plots"
 BENCH = REPORTS / "bench"
+NOTEBOOKS = Path("notebooks")
+PARAMS = Path("params.yaml")
+
+STAGE_DIRS = {
+    "labels": LABELS,
+    "regions": REGIONS,
+    "scores": SCORES,
+    "predictions": PREDICTIONS,
+    "metrics": METRICS,
+    "plots": PLOTS,
+}
+"""Per-dataset outputs: the stage table (or report) kind -> its folder."""
 
 
-def raw_dir(dataset: str) -> Path:
-    return RAW / dataset
+def root() -> Path:
+    """The nearest folder at or above the working directory that holds dvc.yaml (else the
+    working directory itself)."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / MARKER).is_file():
+            return folder
+    return here
 
 
-def labels_table(dataset: str) -> Path:
-    return LABELS / f"{dataset}.csv"
+def at(relative: str | Path, base: Path | None = None) -> Path:
+    """``relative`` (a layout path, or a path stored in a table) under the project root."""
+    return (base if base is not None else root()) / relative
 
 
-def regions_table(dataset: str) -> Path:
-    return REGIONS / f"{dataset}.csv"
+def show(path: str | Path) -> str:
+    """``path`` relative to the project root (POSIX form) when it lies below it."""
+    path = Path(path)
+    if path.is_absolute() and path.is_relative_to(root()):
+        path = path.relative_to(root())
+    return path.as_posix()
 
 
-def scores_table(dataset: str) -> Path:
-    return SCORES / f"{dataset}.csv"
+def stage_file(kind: str, dataset: str, suffix: str = ".csv", base: Path | None = None) -> Path:
+    """``<folder of kind>/<dataset><suffix>``: every per-dataset stage output path."""
+    return at(STAGE_DIRS[kind] / f"{dataset}{suffix}", base)
 
 
-def predictions_table(dataset: str) -> Path:
-    return PREDICTIONS / f"{dataset}.csv"
+def summary(kind: str, dataset: str, base: Path | None = None) -> Path:
+    """The JSON summary a stage writes beside its table (labels, regions, scores, predictions)."""
+    return stage_file(kind, dataset, ".summary.json", base)
 
 
-def stage_cache(stage: str, dataset: str) -> Path:
-    return CACHE / stage / f"{dataset}.jsonl"
+def labels_table(dataset: str, base: Path | None = None) -> Path:
+    return stage_file("labels", dataset, base=base)
+
+
+def regions_table(dataset: str, base: Path | None = None) -> Path:
+    return stage_file("regions", dataset, base=base)
+
+
+def scores_table(dataset: str, base: Path | None = None) -> Path:
+    return stage_file("scores", dataset, base=base)
+
+
+def predictions_table(dataset: str, base: Path | None = None) -> Path:
+    return stage_file("predictions", dataset, base=base)
+
+
+def metrics_file(dataset: str, base: Path | None = None) -> Path:
+    return stage_file("metrics", dataset, ".json", base)
+
+
+def plot_file(dataset: str, base: Path | None = None) -> Path:
+    return stage_file("plots", dataset, ".csv", base)
+
+
+def raw_dir(dataset: str, base: Path | None = None) -> Path:
+    return at(RAW / dataset, base)
+
+
+def external_dir(base: Path | None = None) -> Path:
+    """The cached outputs of other models (download_external)."""
+    return at(RAW / "external", base)
+
+
+def table(name: str, suffix: str = ".csv", base: Path | None = None) -> Path:
+    """A report table, ``reports/tables/<name><suffix>``."""
+    return at(TABLES / f"{name}{suffix}", base)
+
+
+def figures(*parts: str, base: Path | None = None) -> Path:
+    """``reports/figures`` or a file or folder below it."""
+    return at(FIGURES.joinpath(*parts), base)
+
+
+def stage_cache(stage: str, name: str, base: Path | None = None) -> Path:
+    return at(CACHE / stage / f"{name}.jsonl", base)
+
+
+def params_file(base: Path | None = None) -> Path:
+    return at(PARAMS, base)
+
+
+def notebook(name: str, base: Path | None = None) -> Path:
+    """The source notebook ``notebooks/<name>.ipynb``."""
+    return at(NOTEBOOKS / f"{name}.ipynb", base)
+
+
+def report_notebook(name: str, base: Path | None = None) -> Path:
+    """The executed notebook ``reports/<name>.ipynb``."""
+    return at(REPORTS / f"{name}.ipynb", base)

@@ -13,12 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from dogiqa import io, paths
-from dogiqa.errors import DogIQAError, ParamError
+from dogiqa import io, paths, schema
+from dogiqa.errors import ParamError
 from dogiqa.registry import DATASETS
 
 COLUMNS = ["dataset", "backend", "images", "mean_regions", "max_regions", "complement_share"]
-OUTPUT = paths.TABLES / "segmentation_stats.csv"
+OUTPUT = "segmentation_stats"
+"""The output table's name (``reports/tables/segmentation_stats.csv``)."""
 
 
 def dataset_stats(dataset: str, regions: pd.DataFrame) -> list[dict[str, Any]]:
@@ -58,14 +59,11 @@ def run(params: Mapping[str, Any]) -> pd.DataFrame:
     datasets = validate_params(params)
     rows: list[dict[str, Any]] = []
     for dataset in datasets:
-        path = paths.regions_table(dataset)
-        if not path.exists():
-            raise DogIQAError(f"{path}: regions table not found (run the segment stage first)")
-        regions = pd.read_csv(path, usecols=["image", "kind", "count", "backend"])
+        columns = ("image", "kind", "count", "backend")
+        regions = io.read_table(schema.REGIONS, paths.regions_table(dataset), columns)
         rows += dataset_stats(dataset, regions)
     stats = pd.DataFrame(rows, columns=COLUMNS)
-    io.write_csv_atomic(OUTPUT, stats)
-    io.write_text_atomic(
-        OUTPUT.with_suffix(".md"), stats.to_markdown(index=False, floatfmt=".3f") + "\n"
-    )
+    io.write_csv_atomic(paths.table(OUTPUT), stats)
+    markdown = stats.to_markdown(index=False, floatfmt=".3f")
+    io.write_text_atomic(paths.table(OUTPUT, ".md"), markdown + "\n")
     return stats

@@ -27,6 +27,7 @@ from dogiqa import paths
 from dogiqa.errors import DogIQAError, ParamError
 
 SHARDS_DIR = paths.SCORES / "shards"
+"""Relative to the project root."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ def parse(text: str, count: int) -> Shard:
 
 
 def table_path(dataset: str, index: int) -> Path:
-    return SHARDS_DIR / dataset / f"{index}.csv"
+    return paths.at(SHARDS_DIR / dataset / f"{index}.csv")
 
 
 def summary_path(dataset: str, index: int) -> Path:
-    return SHARDS_DIR / dataset / f"{index}.summary.json"
+    return paths.at(SHARDS_DIR / dataset / f"{index}.summary.json")
 
 
 def cache_path(dataset: str, shard: Shard | None) -> Path:

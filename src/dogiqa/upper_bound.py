@@ -22,14 +22,14 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from dogiqa import paths
+from dogiqa import io, paths, schema
 from dogiqa.config import get_int, get_list, section
-from dogiqa.errors import DogIQAError, ParamError
-from dogiqa.io import write_csv_atomic, write_text_atomic
+from dogiqa.errors import ParamError
 from dogiqa.registry import DATASETS, DISPLAY_ORDER
 
-TABLE = paths.TABLES / "table1_upper_bound.csv"
-SWEEP = paths.TABLES / "upper_bound_sweep.csv"
+TABLE = "table1_upper_bound"
+SWEEP = "upper_bound_sweep"
+"""The output tables' names (``reports/tables/<name>.csv``)."""
 
 
 def discretise_code(mos: np.ndarray, k: int) -> np.ndarray:
@@ -105,10 +105,8 @@ def validate_params(params: dict[str, Any]) -> UpperBoundConfig:
 
 
 def load_mos(dataset: str) -> np.ndarray:
-    table_path = paths.labels_table(dataset)
-    if not table_path.exists():
-        raise DogIQAError(f"{table_path} not found: run the download stage for {dataset} first")
-    return pd.read_csv(table_path)["mos"].to_numpy(dtype=float)
+    labels = io.read_table(schema.LABELS, paths.labels_table(dataset), ("mos",))
+    return labels["mos"].to_numpy(dtype=float)
 
 
 def compute(
@@ -144,10 +142,11 @@ def run(params: dict[str, Any]) -> None:
     config = validate_params(params)
     mos = {key: load_mos(key) for key in config.datasets}
     table = compute(mos, config.ks, config.formulas)
-    write_csv_atomic(TABLE, table.round(6))
-    write_text_atomic(TABLE.with_suffix(".md"), table.round(4).to_markdown(index=False) + "\n")
+    io.write_csv_atomic(paths.table(TABLE), table.round(6))
+    markdown = table.round(4).to_markdown(index=False)
+    io.write_text_atomic(paths.table(TABLE, ".md"), markdown + "\n")
     sweep = compute(mos, config.sweep, config.formulas)
-    write_csv_atomic(SWEEP, sweep.drop(columns=["paper", "delta"]).round(6))
+    io.write_csv_atomic(paths.table(SWEEP), sweep.drop(columns=["paper", "delta"]).round(6))
     code = table[(table["formula"] == "code") & table["paper"].notna()]
     worst = code.loc[code["delta"].abs().idxmax()] if len(code) else None
     if worst is not None:

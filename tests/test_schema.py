@@ -1,0 +1,85 @@
+"""The stage tables as dogiqa.schema defines them, read and written through dogiqa.io."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dogiqa import io, schema
+from dogiqa.errors import DogIQAError, LabelError
+
+
+def _labels(in_subset: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image": ["a.jpg", "b.jpg", "c.jpg"],
+            "path": ["data/raw/x/a.jpg", "", "data/raw/x/c.jpg"],
+            "mos": [1.0, 2.0, 3.0],
+            "mos_norm": [0.0, 0.5, 1.0],
+            "order": [2, 1, 0],
+            "in_subset": in_subset,
+        }
+    )
+
+
+def test_one_in_subset_rule_for_every_stage(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    io.write_table(schema.LABELS, path, _labels([True, True, False]))
+    labels = io.read_table(schema.LABELS, path)
+    assert labels["in_subset"].tolist() == [True, True, False]
+    # The image stages take the rows in the subset that have an image file, in label order.
+    assert schema.stage_images(labels)["image"].tolist() == ["a.jpg"]
+    assert labels[schema.in_subset(labels)]["image"].tolist() == ["a.jpg", "b.jpg"]
+
+
+@pytest.mark.parametrize("values", [[1, 1, 0], ["yes", "yes", "no"]])
+def test_other_in_subset_values_are_refused(tmp_path: Path, values: list) -> None:
+    path = tmp_path / "labels.csv"
+    _labels(values).to_csv(path, index=False)
+    labels = io.read_table(schema.LABELS, path)
+    with pytest.raises(LabelError, match="in_subset must be True or False"):
+        schema.stage_images(labels)
+
+
+def test_text_columns_keep_empty_cells_and_numbers_are_missing(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    frame = pd.DataFrame(
+        {"image": ["001", "nan"], "variant": ["paper:argmax", "NA"], "prediction": [1.5, np.nan]}
+    ).assign(mos=[2.0, 3.0])
+    io.write_table(schema.PREDICTIONS, path, frame)
+    read = io.read_table(schema.PREDICTIONS, path)
+    assert read["image"].tolist() == ["001", "nan"]  # names stay text, never numbers or NaN
+    assert read["variant"].tolist() == ["paper:argmax", "NA"]
+    assert read["prediction"].isna().tolist() == [False, True]
+
+
+def test_a_missing_table_or_column_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(
+        LabelError, match=r"regions table not found \(run the segment stage first\)"
+    ):
+        io.read_table(schema.REGIONS, tmp_path / "absent.csv")
+    path = tmp_path / "scores.csv"
+    pd.DataFrame({"image": ["a"], "region": [0]}).to_csv(path, index=False)
+    with pytest.raises(LabelError, match=r"scores table: missing column\(s\) \['prompt_id'"):
+        io.read_table(schema.SCORES, path)
+    with pytest.raises(DogIQAError, match="cannot write without column"):
+        io.write_table(schema.SCORES, path, pd.DataFrame({"image": ["a"]}))
+
+
+def test_score_columns_put_the_levels_between_k_and_argmax() -> None:
+    assert schema.score_columns(3) == [
+        "image",
+        "region",
+        "prompt_id",
+        "K",
+        "p1",
+        "p2",
+        "p3",
+        "argmax",
+        "expected",
+        "raw",
+        "fallback",
+    ]
