@@ -32,7 +32,7 @@ from stage_project import (
     write_params,
 )
 
-from dogiqa import aggregate, download, evaluate, io, merge_scores, paths, score, segment
+from dogiqa import aggregate, cache, download, evaluate, io, merge_scores, paths, score, segment
 from dogiqa.errors import LabelError, ParamError
 
 SCORERS = ["piqe", "brisque", "niqe"]
@@ -112,12 +112,12 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "good": good, "bad": bad, "regions": regions, "scores": scores}
 
 
-def _summary(root: Path, table: Path) -> dict[str, Any]:
-    return json.loads((root / table.with_name("livec.summary.json")).read_text())
+def _summary(root: Path, kind: str) -> dict[str, Any]:
+    return json.loads(paths.summary(kind, "livec", base=root).read_text())
 
 
 def test_segment_records_each_bad_file_and_processes_the_rest(hostile) -> None:
-    summary = _summary(hostile["root"], paths.regions_table("livec"))
+    summary = _summary(hostile["root"], "regions")
     bad, good = hostile["bad"], hostile["good"]
     assert summary["images"] == len(bad) + len(good)
     assert summary["processed"] == len(good)
@@ -154,7 +154,7 @@ def test_every_classical_scorer_scores_every_readable_file(hostile) -> None:
     assert (
         sorted(dot["prompt_id"].unique()) == sorted(SCORERS) and dot["argmax"].between(1, 7).all()
     )
-    summary = _summary(hostile["root"], paths.scores_table("livec"))
+    summary = _summary(hostile["root"], "scores")
     assert summary["images"] == summary["images_scored"] == len(hostile["good"])
     assert summary["skipped"] == []
 
@@ -165,14 +165,14 @@ def test_skip_counts_reach_the_metrics(hostile, monkeypatch) -> None:
     aggregate.run("livec", params)
     report = evaluate.run("livec", params)
     assert report["skipped"] == {"segment": len(hostile["bad"]), "score": 0}
-    written = json.loads((hostile["root"] / evaluate.metrics_path("livec")).read_text())
+    written = json.loads((paths.metrics_file("livec", base=hostile["root"])).read_text())
     assert written["skipped"] == report["skipped"]
 
 
 def test_score_skips_files_that_went_bad_after_segmentation(hostile, tmp_path, monkeypatch):
     """The score stage meets a deleted and a truncated file: both counted, the rest scored."""
     root = hostile["root"]
-    labels = pd.read_csv(root / paths.labels_table("livec"), keep_default_na=False)
+    labels = pd.read_csv(paths.labels_table("livec", base=root), keep_default_na=False)
     copies = tmp_path / "files"
     copies.mkdir()
     for name, path in hostile["good"].items():
@@ -180,13 +180,13 @@ def test_score_skips_files_that_went_bad_after_segmentation(hostile, tmp_path, m
     labels["path"] = [str(copies / n) for n in labels["image"]]
     write_labels(tmp_path, list(zip(labels["image"], labels["path"], strict=True)))
     (tmp_path / paths.REGIONS).mkdir(parents=True)
-    io.write_csv_atomic(tmp_path / paths.regions_table("livec"), hostile["regions"])
+    io.write_csv_atomic(paths.regions_table("livec", base=tmp_path), hostile["regions"])
     (copies / "gray.jpg").unlink()
     data = (copies / "photo_b.jpg").read_bytes()
     (copies / "photo_b.jpg").write_bytes(data[: len(data) // 3])
     monkeypatch.chdir(tmp_path)
     table = score.run("livec", study_params())
-    summary = _summary(tmp_path, paths.scores_table("livec"))
+    summary = _summary(tmp_path, "scores")
     reasons = {s["image"]: s["reason"] for s in summary["skipped"]}
     assert set(reasons) == {"photo_b.jpg", "gray.jpg"}
     assert "truncated" in reasons["photo_b.jpg"] and "not found" in reasons["gray.jpg"]
@@ -222,7 +222,7 @@ def test_a_skipped_file_is_retried_once_it_is_repaired(tmp_path, monkeypatch) ->
 
 def test_a_stage_with_bad_images_prints_one_line_each_and_succeeds(hostile, tmp_path) -> None:
     root = hostile["root"]
-    labels = pd.read_csv(root / paths.labels_table("livec"), keep_default_na=False)
+    labels = pd.read_csv(paths.labels_table("livec", base=root), keep_default_na=False)
     write_labels(tmp_path, list(zip(labels["image"], labels["path"], strict=True)))
     write_params(tmp_path, study_params())
     result = run_cli(tmp_path, "segment", "--dataset", "livec")
@@ -289,7 +289,9 @@ def test_cli_bad_param_is_one_line_and_status_2(tmp_path, stage, changes, messag
 )
 def test_cli_table_with_a_missing_column(tmp_path, stage, table, drop, message) -> None:
     _cli_project(tmp_path)
-    path = tmp_path / (paths.labels_table if table == "labels" else paths.regions_table)("livec")
+    path = (paths.labels_table if table == "labels" else paths.regions_table)(
+        "livec", base=tmp_path
+    )
     pd.read_csv(path).drop(columns=[drop]).to_csv(path, index=False)
     result = run_cli(tmp_path, stage, "--dataset", "livec")
     assert result.returncode == 2
@@ -354,7 +356,7 @@ def test_params_are_checked_before_any_input_is_read(tmp_path, monkeypatch, stag
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pd, "read_csv", forbidden)
-    monkeypatch.setattr(io.ImageCache, "__init__", forbidden)
+    monkeypatch.setattr(cache.ImageCache, "__init__", forbidden)
     with pytest.raises(ParamError, match=rf"params: {param.replace('.', '[.]')}:"):
         stage("livec", study_params(**changes))
     after = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
@@ -363,7 +365,7 @@ def test_params_are_checked_before_any_input_is_read(tmp_path, monkeypatch, stag
 
 def test_label_table_missing_column_in_process(tmp_path, monkeypatch) -> None:
     write_labels(tmp_path, [("a.jpg", "a.jpg")])
-    path = tmp_path / paths.labels_table("livec")
+    path = paths.labels_table("livec", base=tmp_path)
     pd.read_csv(path).drop(columns=["in_subset"]).to_csv(path, index=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LabelError, match=r"missing column\(s\) \['in_subset'\]"):

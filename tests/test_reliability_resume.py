@@ -74,7 +74,7 @@ def cache_images(data: bytes) -> list[str]:
 def check_resume(
     root: Path, stage: str, images: list[str], outputs: list[Path], reference: Path
 ) -> None:
-    cache = root / paths.stage_cache(stage, "livec")
+    cache = paths.stage_cache(stage, "livec", base=root)
     before = run_killed(root, stage, cache)
     finished = before[: before.rfind(b"\n") + 1]  # a kill mid-write leaves a torn last line
     done = len(cache_images(finished))
@@ -113,22 +113,22 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def outputs(root: Path, table: Path) -> list[Path]:
-    return [root / table, root / table.with_name("livec.summary.json")]
+def outputs(root: Path, kind: str) -> list[Path]:
+    return [paths.stage_file(kind, "livec", base=root), paths.summary(kind, "livec", base=root)]
 
 
 def test_segment_resumes_after_sigkill(tmp_path: Path, reference: Path) -> None:
     images = make_project(tmp_path)
-    tables = outputs(tmp_path, paths.regions_table("livec"))
+    tables = outputs(tmp_path, "regions")
     check_resume(tmp_path, "segment", images, tables, reference)
 
 
 def test_score_resumes_after_sigkill(tmp_path: Path, reference: Path) -> None:
     images = make_project(tmp_path)
-    regions = paths.regions_table("livec")
-    (tmp_path / regions).parent.mkdir(parents=True)
-    shutil.copy(reference / regions, tmp_path / regions)
-    tables = outputs(tmp_path, paths.scores_table("livec"))
+    regions = paths.regions_table("livec", base=tmp_path)
+    regions.parent.mkdir(parents=True)
+    shutil.copy(paths.regions_table("livec", base=reference), regions)
+    tables = outputs(tmp_path, "scores")
     check_resume(tmp_path, "score", images, tables, reference)
     summary: dict[str, Any] = json.loads(tables[1].read_text())
     assert summary["prompt_ids"] == SCORERS and summary["images_scored"] == IMAGES

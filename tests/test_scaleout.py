@@ -66,14 +66,14 @@ def _restore_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def project(segmented: Path, target: Path) -> Path:
     """A fresh project with the labels and regions of ``segmented`` (no caches, no scores)."""
-    for table in (paths.labels_table("livec"), paths.regions_table("livec")):
-        (target / table).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(segmented / table, target / table)
+    for table in (paths.labels_table, paths.regions_table):
+        table("livec", base=target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(table("livec", base=segmented), table("livec", base=target))
     return target
 
 
 def outputs(root: Path) -> tuple[bytes, bytes]:
-    table = root / paths.scores_table("livec")
+    table = paths.scores_table("livec", base=root)
     return table.read_bytes(), table.with_name("livec.summary.json").read_bytes()
 
 
@@ -81,13 +81,13 @@ def outputs(root: Path) -> tuple[bytes, bytes]:
 def count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Crops each classical scorer is asked to score."""
     counts: dict[str, int] = {}
-    real = ClassicalScorer.score
+    real = ClassicalScorer.measure
 
     def counted(self: ClassicalScorer, crops: list) -> list:
         counts[self.metric] = counts.get(self.metric, 0) + len(crops)
         return real(self, crops)
 
-    monkeypatch.setattr(ClassicalScorer, "score", counted)
+    monkeypatch.setattr(ClassicalScorer, "measure", counted)
     return counts
 
 
@@ -262,7 +262,7 @@ def test_documented_dvc_form(tmp_path) -> None:
     """`dvc repro` with the score stage replaced by the documented matrix and merge."""
     for name in ("params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, tmp_path / name)
-    for folder in ("src", ".dvc"):
+    for folder in ("src", ".dvc", "notebooks"):
         shutil.copytree(
             ROOT / folder,
             tmp_path / folder,
@@ -284,6 +284,11 @@ def test_documented_dvc_form(tmp_path) -> None:
         return done.stdout
 
     run("git", "init", "-q")
+    run(*cli("dogiqa", "dvc-deps", "--write"))  # the code deps, as the docs say
+    written = yaml.safe_load((tmp_path / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    assert written["score"]["deps"][-3:] == documented_stages()["score"]["deps"]
+    assert "src/dogiqa/score.py" in written["score"]["deps"]
+    assert "src/dogiqa/merge_scores.py" in written["merge_scores"]["do"]["deps"]
     log = run(sys.executable, "-m", "dvc", "repro", "merge_scores@livec")
     ran = [line[15:-2] for line in log.splitlines() if line.startswith("Running stage")]
     assert ran[:2] == ["download@livec", "segment@livec"] and ran[-1] == "merge_scores@livec"

@@ -31,9 +31,9 @@ def segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def project(segmented: Path, target: Path) -> Path:
-    for table in (paths.labels_table("livec"), paths.regions_table("livec")):
-        (target / table).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(segmented / table, target / table)
+    for table in (paths.labels_table, paths.regions_table):
+        table("livec", base=target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(table("livec", base=segmented), table("livec", base=target))
     return target
 
 
@@ -41,13 +41,13 @@ def project(segmented: Path, target: Path) -> Path:
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
     """Per classical scorer, the number of crops of each call."""
     seen: dict[str, list[int]] = {}
-    real = ClassicalScorer.score
+    real = ClassicalScorer.measure
 
     def counted(self: ClassicalScorer, crops: list) -> list:
         seen.setdefault(self.metric, []).append(len(crops))
         return real(self, crops)
 
-    monkeypatch.setattr(ClassicalScorer, "score", counted)
+    monkeypatch.setattr(ClassicalScorer, "measure", counted)
     return seen
 
 
@@ -94,7 +94,9 @@ def test_adding_a_scorer_scores_only_the_new_one(segmented, tmp_path, monkeypatc
     assert calls == {}  # both cached; the order follows the params
     assert list(table["prompt_id"][:2]) == ["niqe", "piqe"]
     score.run("livec", scorer_params("piqe", score__K=5))
-    assert set(calls) == {"piqe"}  # another K: other scores
+    assert calls == {}  # another K maps the same raw values
+    score.run("livec", scorer_params("piqe", score__crop="mask"))
+    assert set(calls) == {"piqe"}  # other crops: measured again
 
 
 def test_identical_crops_are_scored_once(tmp_path, monkeypatch, calls) -> None:
@@ -107,7 +109,7 @@ def test_identical_crops_are_scored_once(tmp_path, monkeypatch, calls) -> None:
     block = (yy >= 100) & (yy < 300) & (xx >= 120) & (xx < 380)
     rows = region_rows([frame, block], height, width, 1000.0)
     regions = pd.DataFrame([{**r, "image": photo.name, "backend": "classical"} for r in rows])
-    io.write_csv_atomic(tmp_path / paths.regions_table("livec"), regions[segment.COLUMNS])
+    io.write_csv_atomic(paths.regions_table("livec", base=tmp_path), regions[segment.COLUMNS])
     monkeypatch.chdir(tmp_path)
     full = [r["region"] for r in rows if (r["x0"], r["y0"], r["x1"], r["y1"]) == (0, 0, 500, 500)]
     assert len(full) >= 2 and full[0] == 0
@@ -123,25 +125,24 @@ def test_identical_crops_are_scored_once(tmp_path, monkeypatch, calls) -> None:
     assert masked.loc[0, "raw"] == table.loc[0, "raw"]
 
 
-def test_cache_lines_of_one_configuration_per_line_are_reused(segmented, tmp_path, calls):
+def test_cached_values_follow_the_image_bytes(segmented, tmp_path, calls):
+    """An image file whose bytes change is measured again; the others come from the cache."""
     root = project(segmented, tmp_path)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
+        labels = pd.read_csv(paths.labels_table("livec"))
+        first = Path(labels.loc[0, "path"])
+        copy = root / "copy" / first.name
+        copy.parent.mkdir()
+        shutil.copy(first, copy)
+        labels.loc[0, "path"] = str(copy)
+        labels.to_csv(paths.labels_table("livec"), index=False)
         score.run("livec", scorer_params("piqe"))
         reference = Path(paths.scores_table("livec")).read_bytes()
-        cache = Path(paths.stage_cache("score", "livec"))
-        lines = [json.loads(line) for line in cache.read_text().splitlines()]
-        fingerprint = score.validate_params(scorer_params("piqe")).fingerprints["piqe"]
-        old = []
-        for line in lines:  # rewritten as {fingerprint, regions, scores}
-            result = line["result"]
-            entry = {"fingerprint": fingerprint, "regions": result["regions"]}
-            entry["scores"] = result["scores"][fingerprint]
-            old.append(json.dumps({"image": line["image"], "result": entry}))
-        cache.write_text("\n".join(old) + "\n")
         calls.clear()
+        copy.write_bytes(copy.read_bytes() + b"\0")  # other bytes, same pixels
         score.run("livec", scorer_params("piqe"))
-        assert calls == {}
+        assert list(calls) == ["piqe"] and len(calls["piqe"]) == 1  # that image alone, again
         assert Path(paths.scores_table("livec")).read_bytes() == reference
 
 

@@ -65,7 +65,7 @@ def write_inputs(root: Path) -> None:
         ]
     )
     (root / paths.LABELS).mkdir(parents=True)
-    table.to_csv(root / paths.labels_table("livec"), index=False)
+    table.to_csv(paths.labels_table("livec", base=root), index=False)
     rows = []
     for name, path in labels[:-1]:
         height, width = load_rgb(path).shape[:2] if name != "broken.JPG" else (500, 500)
@@ -74,7 +74,7 @@ def write_inputs(root: Path) -> None:
     rows.append({**rows[0], "image": "gone.JPG"})
     (root / paths.REGIONS).mkdir(parents=True)
     pd.DataFrame(rows, columns=REGION_COLUMNS).to_csv(
-        root / paths.regions_table("livec"), index=False
+        paths.regions_table("livec", base=root), index=False
     )
 
 
@@ -163,7 +163,7 @@ def test_resume_redoes_only_what_is_missing(project, params, monkeypatch) -> Non
     reference = Path(paths.scores_table("livec")).read_bytes()
     Path(paths.stage_cache("score", "livec")).unlink()
     calls = {"n": 0}
-    original = ClassicalScorer.score
+    original = ClassicalScorer.measure
 
     def crash_after_two(self, crops):
         calls["n"] += 1
@@ -171,26 +171,48 @@ def test_resume_redoes_only_what_is_missing(project, params, monkeypatch) -> Non
             raise KeyboardInterrupt
         return original(self, crops)
 
-    monkeypatch.setattr(ClassicalScorer, "score", crash_after_two)
+    monkeypatch.setattr(ClassicalScorer, "measure", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         score.run("livec", params)
-    monkeypatch.setattr(ClassicalScorer, "score", original)
+    monkeypatch.setattr(ClassicalScorer, "measure", original)
     counted = {"n": 0}
 
     def counting(self, crops):
         counted["n"] += 1
         return original(self, crops)
 
-    monkeypatch.setattr(ClassicalScorer, "score", counting)
+    monkeypatch.setattr(ClassicalScorer, "measure", counting)
     score.run("livec", params)
     assert counted["n"] == len(IMAGES) - 2
     assert Path(paths.scores_table("livec")).read_bytes() == reference
     counted["n"] = 0
     score.run("livec", params)  # everything cached
     assert counted["n"] == 0
-    score.run("livec", with_score(params, K=5))  # other settings: rescored
+    score.run("livec", with_score(params, crop="mask"))  # other crops: measured again
     assert counted["n"] == len(IMAGES)
-    assert "p5" in pd.read_csv(paths.scores_table("livec")).columns
+
+
+def test_levels_ablation_maps_cached_metric_values(project, params, monkeypatch) -> None:
+    """A classical metric's raw value depends on neither K nor the prompt: a run with another K
+    measures nothing and writes the table a run from an empty cache writes."""
+    k5 = with_score(params, K=5, prompt="paper_word_k5")
+    score.run("livec", params)  # K = 7
+    measured = {"n": 0}
+    original = ClassicalScorer.measure
+
+    def counting(self, crops):
+        measured["n"] += 1
+        return original(self, crops)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassicalScorer, "measure", counting)
+        table = score.run("livec", k5)
+    assert measured["n"] == 0
+    assert "p5" in table.columns and "p6" not in table.columns
+    mapped = Path(paths.scores_table("livec")).read_bytes()
+    Path(paths.stage_cache("score", "livec")).unlink()
+    score.run("livec", k5)
+    assert Path(paths.scores_table("livec")).read_bytes() == mapped
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def write_labels(root: Path, dataset: str = "livec") -> list[str]:
             for i, (n, p, s) in enumerate(rows)
         ]
     )
-    out = root / paths.labels_table(dataset)
+    out = paths.labels_table(dataset, base=root)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return [n for n, p, s in rows if s and p]
@@ -71,7 +71,7 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, params: dict[str, Any]):
 def test_regions_table_follows_the_contract(stage_run, params) -> None:
     root, expected, table = stage_run
     assert list(table.columns) == segment.COLUMNS
-    written = pd.read_csv(root / paths.regions_table("livec"))
+    written = pd.read_csv(paths.regions_table("livec", base=root))
     assert list(written.columns) == segment.COLUMNS
     assert len(written) == len(table)
     images = [n for n in expected if n != "broken.JPG"]
@@ -91,7 +91,7 @@ def test_regions_table_follows_the_contract(stage_run, params) -> None:
 
 def test_bboxes_inside_and_full_coverage_over_the_subset(stage_run, params) -> None:
     root, _, _ = stage_run
-    written = pd.read_csv(root / paths.regions_table("livec"))
+    written = pd.read_csv(paths.regions_table("livec", base=root))
     threshold = Threshold(params["segment"]["min_area"], params["segment"]["min_area_fraction"])
     assert check_regions_table(written, threshold, mode="correct") == []
 
@@ -112,20 +112,20 @@ def test_summary_counts_and_skips(stage_run) -> None:
 def test_rerun_is_byte_identical_without_recomputing(stage_run, params, monkeypatch) -> None:
     root, _, _ = stage_run
     monkeypatch.chdir(root)
-    before = (root / paths.regions_table("livec")).read_bytes()
+    before = (paths.regions_table("livec", base=root)).read_bytes()
 
     def fail(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a cached image was segmented again")
 
     monkeypatch.setattr(segment, "build_segmenter", fail)
     segment.run("livec", params)
-    assert (root / paths.regions_table("livec")).read_bytes() == before
+    assert (paths.regions_table("livec", base=root)).read_bytes() == before
 
 
 def test_interrupted_run_resumes_to_identical_bytes(
     stage_run, params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reference = (stage_run[0] / paths.regions_table("livec")).read_bytes()
+    reference = (paths.regions_table("livec", base=stage_run[0])).read_bytes()
     write_labels(tmp_path)
     monkeypatch.chdir(tmp_path)
     real = segment.segment_image

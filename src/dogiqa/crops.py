@@ -4,21 +4,24 @@ Modes:
 - ``bbox``: the region's tight bounding box cut from the original pixels (the paper's choice);
 - ``mask``: the same box with every pixel outside the mask set to 0 (the masked ablation);
 - ``whole``: the whole image, whatever the region.
-A ``global`` region is the whole image in every mode.
+A ``global`` region is the whole image in every mode. Regions whose crops are identical (a
+region whose bounding box is the whole image, in ``bbox`` mode, is the whole image again) are cut,
+and scored, once per image (:func:`region_crops`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from dogiqa import rle
-from dogiqa.errors import DogIQAError
+from dogiqa.errors import DogIQAError, ImageError
 
 CROP_MODES = ("bbox", "mask", "whole")
 
@@ -71,3 +74,52 @@ def make_crop(image: np.ndarray, region: Mapping[str, Any], mode: str) -> Image.
         inside = region_mask(region)[y0:y1, x0:x1]
         crop = np.where(inside[:, :, None], crop, 0).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(crop))
+
+
+def image_groups(regions: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(image, its regions in region order), images in table order."""
+    for name, group in regions.groupby("image", sort=False):
+        yield str(name), group.sort_values("region", kind="stable")
+
+
+def crop_key(region: Mapping[str, Any], height: int, width: int, crop_mode: str) -> tuple:
+    """Regions with equal keys have pixel-identical crops."""
+    if region["kind"] == "global" or crop_mode == "whole":
+        return (0, 0, width, height)
+    box = tuple(int(region[k]) for k in ("x0", "y0", "x1", "y1"))
+    return (*box, str(region["rle"])) if crop_mode == "mask" else box
+
+
+def region_crops(
+    image: np.ndarray, records: Sequence[Mapping[str, Any]], crop_mode: str
+) -> tuple[list[Image.Image], list[int]]:
+    """The distinct crops of an image's regions, and each region's index into them."""
+    height, width = image.shape[:2]
+    first: dict[tuple, int] = {}
+    crops: list[Image.Image] = []
+    index: list[int] = []
+    for region in records:
+        if (int(region["height"]), int(region["width"])) != (height, width):
+            raise ImageError(
+                f"region {region['region']} records size {region['height']}x{region['width']}"
+                f" but the image is {height}x{width}"
+            )
+        key = crop_key(region, height, width, crop_mode)
+        if key not in first:
+            first[key] = len(crops)
+            try:
+                crops.append(make_crop(image, region, crop_mode))
+            except DogIQAError as exc:  # the regions do not fit this image file
+                raise ImageError(str(exc)) from None
+        index.append(first[key])
+    return crops, index
+
+
+def distinct_crops(regions: pd.DataFrame, crop_mode: str) -> int:
+    """Crops a scorer scores for ``regions`` (distinct crops per image, summed)."""
+    total = 0
+    for _, group in image_groups(regions):
+        height, width = int(group["height"].iloc[0]), int(group["width"].iloc[0])
+        records = group.to_dict("records")
+        total += len({crop_key(r, height, width, crop_mode) for r in records})
+    return total

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dogiqa import aggregate, score, segment
+from dogiqa import aggregate, paths, results, score, segment
 from dogiqa.crops import make_crop
 from dogiqa.errors import ImageError
 from dogiqa.images import load_rgb
-from dogiqa.scoring import LevelScores, Scorer, build_scorer
+from dogiqa.scoring import LevelScores, Scorer
 from dogiqa.segmentation import Segmenter, algorithm1, build_segmenter
 
 REGION_FIELDS = ("region", "kind", "x0", "y0", "x1", "y1", "area", "area_authors", "count")
@@ -61,7 +61,7 @@ class Pipeline:
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:
-            self._scorer = build_scorer(self.sco.section)
+            self._scorer = self.sco.units[0].build()
         return self._scorer
 
     def regions(self, image: np.ndarray) -> list[dict[str, Any]]:
@@ -98,13 +98,15 @@ def recorded_c_max(params: Mapping[str, Any]) -> tuple[int | None, str]:
         return int(value), "aggregate.c_max"
     found = []
     for dataset in params.get("datasets", []):
-        path = aggregate.summary_path(dataset)
-        if path.exists():
-            found.append((float(json.loads(path.read_text(encoding="utf-8"))["c_max"]), path))
+        summary = results.load_summary("predictions", dataset)
+        if summary is not None:
+            found.append(
+                (float(summary["c_max"]), paths.show(paths.summary("predictions", dataset)))
+            )
     if not found:
         return None, ""
     best, path = max(found)
-    return int(best), str(path)
+    return int(best), path
 
 
 def final_scores(results: Sequence[ImageResult], pipe: Pipeline, c_max: int) -> list[float]:
@@ -169,12 +171,12 @@ def _c_max(results: Sequence[ImageResult], params: Mapping[str, Any]) -> tuple[i
     return c_max, origin
 
 
-def run(paths: Sequence[str | Path], params: Mapping[str, Any], as_json: bool = False) -> int:
+def run(files: Sequence[str | Path], params: Mapping[str, Any], as_json: bool = False) -> int:
     """Score each file; print a table per image (or one JSON list); return 1 if any failed."""
     pipe = Pipeline(params)  # validates every params section it uses before any work
     results: list[ImageResult] = []
     failures: list[dict[str, str]] = []
-    for path in map(Path, paths):
+    for path in map(Path, files):
         try:
             results.append(pipe.process(path))
         except ImageError as exc:

@@ -1,51 +1,42 @@
 """The segment stage: each image of a dataset's subset -> its regions (Algorithm 1).
 
-Reads ``data/labels/<ds>.csv`` (rows with ``in_subset`` true and an image path), segments each
-image with the configured backend, and writes ``data/regions/<ds>.csv`` (see
-docs/data_contracts.md) and ``data/regions/<ds>.summary.json`` (counts, skipped images with
-their reasons, c_max, mean regions per image). Finished images are cached one per line, so an
-interrupted run resumes where it stopped; cache lines made with other segment params are redone,
-and an image skipped as unreadable is retried once its file changes.
+Reads ``data/labels/<ds>.csv`` (the images of the subset with an image file,
+``dogiqa.schema.stage_images``), segments each image with the configured backend
+(``dogiqa.segmentation``), checks the result (``algorithm1.check_regions_table``) and writes
+``data/regions/<ds>.csv`` (see docs/data_contracts.md) and its summary (counts, skipped images with
+their reasons, c_max, mean regions per image). Finished images are cached one per line
+(``dogiqa.cache``), so an interrupted run resumes where it stopped; cache lines made with other
+segment params (or another version of the segmenter or of Algorithm 1) are redone, and so is an
+image whose file changed (one skipped as unreadable is retried then).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
-from dogiqa import config, io, paths
-from dogiqa.errors import ImageError, LabelError, ParamError
+from dogiqa import cache, config, io, paths, schema
+from dogiqa.errors import DogIQAError, ImageError, ParamError
 from dogiqa.images import load_rgb
-from dogiqa.segmentation import Segmenter, algorithm1, backend_settings, build_segmenter
+from dogiqa.segmentation import (
+    SEGMENTERS,
+    Segmenter,
+    algorithm1,
+    backend,
+    backend_settings,
+    build_segmenter,
+)
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [
-    "image",
-    "region",
-    "kind",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "area",
-    "area_authors",
-    "height",
-    "width",
-    "count",
-    "rle",
-    "backend",
-]
-LABEL_COLUMNS = ("image", "path", "in_subset", "order")
+COLUMNS = list(schema.REGIONS.columns)
 
 
 @dataclass(frozen=True)
@@ -55,16 +46,15 @@ class SegmentParams:
     threshold: algorithm1.Threshold
     section: dict[str, Any]
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """Hash of the settings that shape the regions (other backends' settings excluded)."""
-        used = {k: v for k, v in self.section.items() if k not in ("classical", "sam2")}
-        backend = dict(self.section[self.backend])
-        if self.backend == "sam2":  # the device and batch size do not change the masks
-            backend.pop("device", None)
-            backend.pop("points_per_batch", None)
-        text = json.dumps({**used, self.backend: backend}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """Hash of what shapes the regions: this stage's settings, the backend's settings that
+        change its masks, and the code of the backend and of Algorithm 1."""
+        used = {k: v for k, v in self.section.items() if k not in SEGMENTERS}
+        chosen = backend(self.backend)
+        masks = chosen.result_settings(self.section[self.backend])
+        code = cache.code_version(algorithm1, chosen.build)
+        return cache.fingerprint({**used, self.backend: masks, "code": code})
 
 
 def validate_params(params: Mapping[str, Any]) -> SegmentParams:
@@ -84,23 +74,10 @@ def validate_params(params: Mapping[str, Any]) -> SegmentParams:
     )
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value) and not pd.isna(value)
-
-
 def subset_images(dataset: str) -> pd.DataFrame:
     """Rows of the labels table that the image stages process, in label order."""
-    path = paths.labels_table(dataset)
-    if not path.exists():
-        raise LabelError(f"{path}: labels table not found (run the download stage first)")
-    labels = pd.read_csv(path, dtype={"image": str, "path": str}, keep_default_na=False)
-    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
-    if missing:
-        raise LabelError(f"{path}: missing column(s) {missing}")
-    chosen = labels[labels["in_subset"].map(_truthy) & (labels["path"].str.strip() != "")]
-    return chosen.sort_values("order", kind="stable").reset_index(drop=True)
+    columns = ("image", "path", "in_subset", "order")
+    return schema.stage_images(io.read_table(schema.LABELS, paths.labels_table(dataset), columns))
 
 
 def segment_image(
@@ -114,34 +91,28 @@ def segment_image(
     return algorithm1.region_rows(masks, height, width, t, settings.mode)
 
 
-def _file_state(path: str) -> list[int] | None:
-    """Size and modification time of an image file (None when absent): a skip is reused only
-    while the file stays as it was."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def _reusable(entry: Mapping[str, Any], settings: SegmentParams, path: str) -> bool:
-    """A cached result still valid: regions made with these params, or a skip of an unchanged
-    file (a file that failed to load is retried once it changes)."""
-    if "skipped" in entry:
-        return "file" in entry and entry["file"] == _file_state(path)
-    return entry.get("fingerprint") == settings.fingerprint
+def _reusable(entry: Mapping[str, Any], settings: SegmentParams, digest: str | None) -> bool:
+    """A cached result still valid: made from the same image bytes, and either regions made with
+    these settings or a skip (a file that failed to load is retried once it changes)."""
+    if entry.get("file") != digest:
+        return False
+    return "skipped" in entry or entry.get("fingerprint") == settings.fingerprint
 
 
 def _process(
-    dataset: str, images: pd.DataFrame, cache: io.ImageCache, settings: SegmentParams
+    dataset: str, images: pd.DataFrame, store: cache.ImageCache, settings: SegmentParams
 ) -> dict[str, Any]:
-    cached = cache.done()
+    cached = store.done()
+    files = {
+        name: paths.at(path) for name, path in zip(images["image"], images["path"], strict=True)
+    }
+    digests = {name: cache.file_digest(path) for name, path in files.items()}
     done = {
         name: cached[name]
-        for name, path in zip(images["image"], images["path"], strict=True)
-        if name in cached and _reusable(cached[name], settings, path)
+        for name in files
+        if name in cached and _reusable(cached[name], settings, digests[name])
     }
-    todo = images[~images["image"].isin(done)]
+    todo = [name for name in images["image"] if name not in done]
     log.info(
         "segment %s: %d images, %d cached, %d to segment",
         dataset,
@@ -156,23 +127,23 @@ def _process(
         unit="img",
         desc=f"segment ({settings.backend})",
     ) as bar:
-        for name, image_path in zip(todo["image"], todo["path"], strict=True):
+        for name in todo:
             if segmenter is None:
                 segmenter = build_segmenter(settings.section)  # loads models once, if needed
             try:
-                result = {"rows": segment_image(segmenter, image_path, settings)}
+                result: dict[str, Any] = {"rows": segment_image(segmenter, files[name], settings)}
             except ImageError as exc:
                 log.warning("segment: skipping %s: %s", name, exc)
-                result = {"skipped": str(exc), "file": _file_state(image_path)}
-            result["fingerprint"] = settings.fingerprint
-            cache.add(name, result)
+                result = {"skipped": str(exc)}
+            result.update(fingerprint=settings.fingerprint, file=digests[name])
+            store.add(name, result)
             done[name] = result
             bar.update()
     return done
 
 
 def _tables(
-    images: pd.DataFrame, done: Mapping[str, Any], backend: str
+    images: pd.DataFrame, done: Mapping[str, Any], backend_name: str
 ) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -181,17 +152,26 @@ def _tables(
         if "skipped" in result:
             skipped.append({"image": name, "reason": result["skipped"]})
             continue
-        rows += [{**row, "image": name, "backend": backend} for row in result["rows"]]
+        rows += [{**row, "image": name, "backend": backend_name} for row in result["rows"]]
     return pd.DataFrame(rows, columns=COLUMNS), skipped
+
+
+def check(table: pd.DataFrame, settings: SegmentParams) -> None:
+    """Refuse a regions table that breaks its contract (Algorithm 1's invariants)."""
+    problems = algorithm1.check_regions_table(table, settings.threshold, settings.mode)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DogIQAError(f"regions table fails its check: {problems[0]}{more}")
 
 
 def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
     """Segment the dataset's subset; write the regions table and its summary; return the table."""
     settings = validate_params(params)
     images = subset_images(dataset)
-    cache = io.ImageCache(paths.stage_cache("segment", dataset))
-    done = _process(dataset, images, cache, settings)
+    store = cache.ImageCache(paths.stage_cache("segment", dataset))
+    done = _process(dataset, images, store, settings)
     table, skipped = _tables(images, done, settings.backend)
+    check(table, settings)
     counts = table.loc[table["region"] == 0, "count"]
     summary = {
         "dataset": dataset,
@@ -206,7 +186,13 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
         "mean_regions": round(float(counts.mean()), 6) if len(counts) else None,
     }
     out = paths.regions_table(dataset)
-    io.write_csv_atomic(out, table)
-    io.write_json_atomic(out.with_name(f"{dataset}.summary.json"), summary)
-    log.info("segment %s: %d images, %d skipped -> %s", dataset, len(images), len(skipped), out)
+    io.write_table(schema.REGIONS, out, table)
+    io.write_json_atomic(paths.summary("regions", dataset), summary)
+    log.info(
+        "segment %s: %d images, %d skipped -> %s",
+        dataset,
+        len(images),
+        len(skipped),
+        paths.show(out),
+    )
     return table

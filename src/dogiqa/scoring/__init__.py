@@ -1,186 +1,64 @@
 """Scorers: a crop in, a distribution over the K quality levels out.
 
-Every backend (an HF transformers model, an OpenAI-compatible server, a classical NR-IQA
-metric) returns one :class:`LevelScores` per crop, so the scores table has one shape whatever
-made it. Backends are imported lazily: the classical path never imports torch.
+The shared pieces and the backend registry live in :mod:`dogiqa.scoring.base`; the backends
+(``classical``, ``hf``, ``openai``) in their own modules. This module is the public entry:
+check a ``score`` params section and build its scorer.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
-from PIL import Image
+from collections.abc import Mapping
+from typing import Any
 
 from dogiqa import config
-from dogiqa.errors import ParamError
+from dogiqa.scoring.base import (
+    BACKENDS,
+    READOUTS,
+    LevelScorer,
+    LevelScores,
+    Scorer,
+    ScorerBackend,
+    ScorerUnit,
+    backend,
+    fallback_scores,
+    from_logits,
+    from_position,
+    from_probs,
+    one_hot,
+    parse_level,
+    resize_crop,
+    subsection,
+)
 
-BACKENDS = ("classical", "hf", "openai")
-READOUTS = ("logits", "generate")
-
-
-@dataclass(frozen=True)
-class LevelScores:
-    """The score of one crop over levels 1..K."""
-
-    probs: tuple[float, ...]
-    """Probability of each level 1..K (sums to 1)."""
-    argmax: int
-    """The most probable level (1..K); ties go to the lower level."""
-    expected: float
-    """sum(i * p_i): the expected level."""
-    raw: str
-    """Generated text (generate mode), the continuous classical score, or empty."""
-    fallback: bool
-    """True when no level could be read; the crop then scores level 1 (the authors' rule)."""
-
-    @property
-    def K(self) -> int:  # noqa: N802 (the paper's symbol)
-        return len(self.probs)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "probs": list(self.probs),
-            "argmax": self.argmax,
-            "expected": self.expected,
-            "raw": self.raw,
-            "fallback": self.fallback,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LevelScores:
-        return cls(
-            tuple(float(p) for p in data["probs"]),
-            int(data["argmax"]),
-            float(data["expected"]),
-            str(data["raw"]),
-            bool(data["fallback"]),
-        )
+__all__ = [
+    "BACKENDS",
+    "READOUTS",
+    "LevelScorer",
+    "LevelScores",
+    "Scorer",
+    "ScorerBackend",
+    "ScorerUnit",
+    "backend",
+    "build_scorer",
+    "check_section",
+    "fallback_scores",
+    "from_logits",
+    "from_position",
+    "from_probs",
+    "one_hot",
+    "parse_level",
+    "resize_crop",
+]
 
 
-def from_probs(probs: Sequence[float], raw: str = "", fallback: bool = False) -> LevelScores:
-    """Scores from a probability vector (renormalised to sum exactly to 1 in float64)."""
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 1 or p.size < 2 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
-        raise ValueError(f"not a probability vector: {probs!r}")
-    p = p / p.sum()
-    levels = np.arange(1, p.size + 1)
-    return LevelScores(
-        tuple(float(v) for v in p), int(np.argmax(p)) + 1, float(np.dot(levels, p)), raw, fallback
-    )
-
-
-def from_logits(logits: Sequence[float], raw: str = "") -> LevelScores:
-    """Scores from the K level logits: softmax over the levels only (-inf: probability 0)."""
-    z = np.asarray(logits, dtype=np.float64)
-    if np.any(np.isnan(z)) or np.any(z == np.inf) or not np.any(np.isfinite(z)):
-        return fallback_scores(len(z), raw)
-    e = np.exp(z - z.max())
-    return from_probs(e / e.sum(), raw)
-
-
-def one_hot(level: int, k: int, raw: str = "", fallback: bool = False) -> LevelScores:
-    probs = np.zeros(k)
-    probs[level - 1] = 1.0
-    return from_probs(probs, raw, fallback)
-
-
-def fallback_scores(k: int, raw: str = "") -> LevelScores:
-    """The authors' rule when no level can be read: level 1, flagged."""
-    return one_hot(1, k, raw, fallback=True)
-
-
-def from_position(position: float, k: int, raw: str = "") -> LevelScores:
-    """A continuous level position in [1, K] as a distribution over the two nearest levels.
-
-    Linear interpolation: position 3.25 gives p3 = 0.75, p4 = 0.25, so ``expected`` equals the
-    position exactly and ``argmax`` is the nearest level (ties to the lower).
-    """
-    if not math.isfinite(position):
-        return fallback_scores(k, raw)
-    pos = min(max(float(position), 1.0), float(k))
-    low = min(int(math.floor(pos)), k - 1)
-    frac = pos - low
-    probs = np.zeros(k)
-    probs[low - 1] = 1.0 - frac
-    probs[low] = frac
-    scores = from_probs(probs, raw)
-    return LevelScores(scores.probs, scores.argmax, pos, raw, False)
-
-
-def parse_level(text: str, k: int) -> int | None:
-    """The authors' reading of a generated answer: ``int(text)``; None when that fails or the
-    number is outside 1..K (both score 1 as fallbacks)."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        return None
-    return value if 1 <= value <= k else None
-
-
-def resize_crop(image: Image.Image, min_side: int = 1, max_pixels: int = 0) -> Image.Image:
-    """``image`` in RGB, enlarged (bicubic, aspect kept) until its shorter side is ``min_side``,
-    or shrunk until it has at most ``max_pixels`` pixels (0: no cap); otherwise unchanged."""
-    image = image.convert("RGB")
-    width, height = image.size
-    scale = 1.0
-    if min(width, height) < min_side:
-        scale = min_side / min(width, height)
-    elif max_pixels and width * height > max_pixels:
-        scale = math.sqrt(max_pixels / (width * height))
-    if scale == 1.0:
-        return image
-    rounder = math.ceil if scale > 1 else math.floor
-    size = (max(1, rounder(width * scale)), max(1, rounder(height * scale)))
-    if scale > 1:
-        size = (max(size[0], min_side), max(size[1], min_side))
-    return image.resize(size, Image.Resampling.BICUBIC)
-
-
-class Scorer(Protocol):
-    K: int
-    name: str
-    """The scores table's ``prompt_id`` value (a prompt id, or a classical scorer's name)."""
-
-    def score(self, crops: list[Image.Image]) -> list[LevelScores]: ...
-
-
-def check_section(section: Mapping[str, Any]) -> None:
+def check_section(section: Mapping[str, Any]) -> ScorerBackend:
     """Validate the chosen backend's subsection of ``score`` (ParamError names the param)."""
-    backend = config.get_choice(section, "score", "backend", BACKENDS)
-    sub = section.get(backend)
-    if not isinstance(sub, Mapping):
-        raise ParamError(f"score.{backend}", "missing subsection (or not a mapping)")
-    if backend == "classical":
-        from dogiqa.scoring import classical
-
-        classical.check_params(sub)
-    elif backend == "hf":
-        from dogiqa.scoring import hf
-
-        hf.check_params(sub)
-    else:
-        from dogiqa.scoring import openai_backend
-
-        openai_backend.check_params(sub)
+    name = config.get_choice(section, "score", "backend", BACKENDS)
+    chosen = backend(name)
+    chosen.check(subsection(section, name))
+    return chosen
 
 
 def build_scorer(section: Mapping[str, Any]) -> Scorer:
-    """The scorer the ``score`` params section describes (validated by ``check_section``)."""
-    backend = section["backend"]
-    k = int(section["K"])
-    if backend == "classical":
-        from dogiqa.scoring import classical
-
-        return classical.build(section["classical"], k)
-    readout = section["readout"]
-    if backend == "hf":
-        from dogiqa.scoring import hf
-
-        return hf.HFScorer.from_params(section["hf"], section["prompt"], k, readout)
-    from dogiqa.scoring import openai_backend
-
-    return openai_backend.OpenAIScorer.from_params(section["openai"], section["prompt"], k, readout)
+    """The (main) scorer the ``score`` params section describes."""
+    return check_section(section).units(section)[0].build()

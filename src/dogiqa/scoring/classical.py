@@ -19,7 +19,9 @@ Each gives a continuous score where lower is better. It is mapped to the K level
 
 with the ``best``/``worst`` values of :data:`SCORERS`, and the position is spread linearly over
 its two neighbouring levels (``dogiqa.scoring.from_position``): ``expected`` equals the position
-and ``argmax`` is the nearest level. The continuous score is kept as text in ``raw``.
+and ``argmax`` is the nearest level. The continuous score is kept as text in ``raw``. The score
+stage caches the continuous score (``ClassicalScorer.measure``), which depends on neither K nor
+the prompt, and maps it to levels afterwards, so an ablation over K computes no metric again.
 
 Crops whose shorter side is under a scorer's ``min_side`` are enlarged (bicubic, aspect ratio
 kept) to that side first: NIQE needs more than 193 pixels, BRISQUE and PIQE at least 16. The
@@ -44,8 +46,16 @@ import scipy.ndimage
 from PIL import Image
 
 from dogiqa import config
-from dogiqa.errors import DogIQAError
-from dogiqa.scoring import LevelScores, fallback_scores, from_position, resize_crop
+from dogiqa.cache import code_version
+from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.scoring.base import (
+    LevelScores,
+    ScorerBackend,
+    ScorerUnit,
+    fallback_scores,
+    from_position,
+    resize_crop,
+)
 
 # MATLAB rgb2gray weights (ITU-R BT.601 with MATLAB's rounding of the constants).
 _GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
@@ -250,7 +260,8 @@ def level_position(score: float, spec: MetricSpec, k: int) -> float:
 
 
 class ClassicalScorer:
-    """A classical metric behind the Scorer interface."""
+    """A classical metric behind the Scorer interface: ``measure`` gives the raw metric values
+    (what the score stage caches, independent of K), ``levels`` maps one onto the K levels."""
 
     def __init__(self, metric: str, k: int) -> None:
         self.metric = metric
@@ -262,21 +273,67 @@ class ClassicalScorer:
         rgb = np.asarray(resize_crop(crop, min_side=self.spec.min_side), dtype=np.uint8)
         return self.spec.function(rgb)
 
+    def measure(self, crops: list[Image.Image]) -> list[float | str]:
+        """Per crop, the raw metric value (a non-finite one as text: JSON has no NaN)."""
+        values = (self.raw_score(crop) for crop in crops)
+        return [v if math.isfinite(v) else repr(v) for v in values]
+
+    def levels(self, value: float | str) -> LevelScores:
+        value = float(value)
+        raw = format(value, ".8g")
+        if not math.isfinite(value):
+            return fallback_scores(self.K, raw)
+        return from_position(level_position(value, self.spec, self.K), self.K, raw)
+
     def score(self, crops: list[Image.Image]) -> list[LevelScores]:
-        out = []
-        for crop in crops:
-            value = self.raw_score(crop)
-            raw = format(value, ".8g")
-            if not math.isfinite(value):
-                out.append(fallback_scores(self.K, raw))
-                continue
-            out.append(from_position(level_position(value, self.spec, self.K), self.K, raw))
-        return out
+        return [self.levels(value) for value in self.measure(crops)]
+
+
+def metric_names(section: Mapping[str, Any]) -> list[str]:
+    """The metrics of ``score.classical.scorer``: a name or a list of names, main one first."""
+    value = config.get(section, "score.classical", "scorer")
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise ParamError(
+            "score.classical.scorer",
+            f"must be a scorer name or a non-empty list of names, got {value!r}",
+        )
+    for name in names:
+        config.get_choice({"scorer": name}, "score.classical", "scorer", SCORERS)
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    if repeated:
+        raise ParamError("score.classical.scorer", f"lists {repeated[0]!r} twice")
+    return names
 
 
 def check_params(section: Mapping[str, Any]) -> None:
-    config.get_choice(section, "score.classical", "scorer", SCORERS)
+    metric_names(section)
 
 
-def build(section: Mapping[str, Any], k: int) -> ClassicalScorer:
-    return ClassicalScorer(section["scorer"], k)
+def metric_settings(name: str) -> dict[str, Any]:
+    """What shapes a metric's raw values: its name, the crop enlargement, its reference and
+    the source of the module that computes it (a changed implementation is not reused)."""
+    spec = SCORERS[name]
+    return {
+        "metric": name,
+        "min_side": spec.min_side,
+        "reference": spec.reference,
+        "code": code_version(spec.function),
+    }
+
+
+def units(section: Mapping[str, Any]) -> list[ScorerUnit]:
+    """One scorer per listed metric; K only maps the cached raw values (``levels``)."""
+    k = int(section["K"])
+    return [
+        ScorerUnit(
+            name,
+            metric_settings(name),
+            build=lambda name=name: ClassicalScorer(name, k),
+            levels=ClassicalScorer(name, k).levels,
+        )
+        for name in metric_names(section["classical"])
+    ]
+
+
+BACKEND = ScorerBackend(check=check_params, units=units, readout=False)

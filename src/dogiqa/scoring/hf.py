@@ -27,13 +27,17 @@ import torch
 from PIL import Image
 
 from dogiqa import config, prompts
+from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
-from dogiqa.scoring import (
+from dogiqa.scoring.base import (
+    LevelScorer,
     LevelScores,
+    ScorerBackend,
     fallback_scores,
     from_logits,
     one_hot,
     parse_level,
+    prompt_unit,
     resize_crop,
 )
 from dogiqa.scoring.models import ResolvedModel, resolve
@@ -234,7 +238,7 @@ class MPlugOwl3Adapter:
         ]
 
 
-class HFScorer:
+class HFScorer(LevelScorer):
     """Scores crops with an MLLM: level-token logits (one forward pass) or greedy generation."""
 
     def __init__(
@@ -304,3 +308,18 @@ class HFScorer:
         for start in range(0, len(prepared), self.batch_size):
             out += self._score_batch(prepared[start : start + self.batch_size])
         return out
+
+
+NEUTRAL_SETTINGS = ("batch_size", "local_files_only")
+"""Settings of ``score.hf`` that do not change the scores."""
+
+BACKEND = ScorerBackend(
+    check=check_params,
+    units=lambda section: prompt_unit(
+        section,
+        "hf",
+        NEUTRAL_SETTINGS,
+        lambda s: HFScorer.from_params(s["hf"], s["prompt"], int(s["K"]), s["readout"]),
+        code_version(HFScorer, resolve),
+    ),
+)

@@ -24,7 +24,6 @@ from dogiqa.errors import ParamError
 log = logging.getLogger(__name__)
 
 UNPINNED = "main"
-LOADERS = ("auto", "mplug_owl3")
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,17 @@ import numpy as np
 from PIL import Image
 
 from dogiqa import config, prompts
+from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
-from dogiqa.scoring import (
+from dogiqa.scoring.base import (
+    LevelScorer,
     LevelScores,
+    ScorerBackend,
     fallback_scores,
     from_logits,
     one_hot,
     parse_level,
+    prompt_unit,
     resize_crop,
 )
 
@@ -81,7 +85,7 @@ def level_logprobs(top_logprobs: Sequence[Mapping[str, Any]], k: int) -> np.ndar
     return values
 
 
-class OpenAIScorer:
+class OpenAIScorer(LevelScorer):
     """Scores crops through one or more OpenAI-compatible chat-completions servers."""
 
     def __init__(
@@ -217,3 +221,19 @@ class OpenAIScorer:
             return [self.score_one(c) for c in crops]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(crops))) as pool:
             return list(pool.map(self.score_one, crops))
+
+
+NEUTRAL_SETTINGS = ("base_urls", "api_key_env", "concurrency", "retries", "timeout")
+"""Settings of ``score.openai`` that do not change the scores (endpoints, credentials,
+throughput)."""
+
+BACKEND = ScorerBackend(
+    check=check_params,
+    units=lambda section: prompt_unit(
+        section,
+        "openai",
+        NEUTRAL_SETTINGS,
+        lambda s: OpenAIScorer.from_params(s["openai"], s["prompt"], int(s["K"]), s["readout"]),
+        code_version(OpenAIScorer),
+    ),
+)

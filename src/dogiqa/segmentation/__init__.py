@@ -1,13 +1,18 @@
 """Segmenters: turn an RGB image into candidate masks, which Algorithm 1 turns into regions.
 
-Backends (``segment.backend`` in params.yaml):
+Backends (``segment.backend`` in params.yaml), one entry each in :data:`SEGMENTERS`:
 - ``classical``: scikit-image superpixels merged into a few regions (CPU, no weights; default);
 - ``sam2``: Meta's SAM 2 automatic mask generator (the paper's configuration; needs a checkpoint).
+
+Each backend module defines ``BACKEND`` (:class:`SegmenterBackend`): its params check, its
+builder and the settings that change its masks (the segment cache's fingerprint).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -15,7 +20,12 @@ import numpy as np
 from dogiqa import config
 from dogiqa.errors import ParamError
 
-BACKENDS = ("classical", "sam2")
+SEGMENTERS: dict[str, str] = {
+    "classical": "dogiqa.segmentation.classical",
+    "sam2": "dogiqa.segmentation.sam2_backend",
+}
+"""``segment.backend`` -> the module that defines its ``BACKEND``."""
+BACKENDS = tuple(SEGMENTERS)
 
 
 class Segmenter(Protocol):
@@ -26,28 +36,38 @@ class Segmenter(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SegmenterBackend:
+    settings: Callable[[Mapping[str, Any]], Any]
+    """Validated settings from the subsection ``segment.<backend>`` (ParamError names the
+    param; no file is touched)."""
+    build: Callable[[Any], Segmenter]
+    """The segmenter from its settings (models load here, once)."""
+    result_settings: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
+    """The part of the subsection that changes the masks (device, batch size excluded)."""
+
+
+def backend(name: str) -> SegmenterBackend:
+    """The registered backend ``name`` (its module is imported here)."""
+    return importlib.import_module(SEGMENTERS[name]).BACKEND
+
+
+def subsection(section: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The subsection of the backend ``section`` (params ``segment``) selects."""
+    name = config.get_choice(section, "segment", "backend", SEGMENTERS)
+    sub = section.get(name)
+    if not isinstance(sub, dict):
+        raise ParamError(f"segment.{name}", "missing section (or not a mapping)")
+    return sub
+
+
 def backend_settings(section: Mapping[str, Any]) -> Any:
     """The validated settings of the backend that ``section`` (params ``segment``) selects."""
-    backend = config.get_choice(section, "segment", "backend", BACKENDS)
-    sub = section.get(backend)
-    if not isinstance(sub, dict):
-        raise ParamError(f"segment.{backend}", "missing section (or not a mapping)")
-    if backend == "classical":
-        from dogiqa.segmentation import classical
-
-        return classical.settings_from(sub)
-    from dogiqa.segmentation import sam2_backend
-
-    return sam2_backend.settings_from(sub)
+    sub = subsection(section)  # checks segment.backend first
+    return backend(section["backend"]).settings(sub)
 
 
 def build_segmenter(section: Mapping[str, Any]) -> Segmenter:
     """The segmenter configured by the params ``segment`` section (models load here, once)."""
-    settings = backend_settings(section)
-    if section["backend"] == "classical":
-        from dogiqa.segmentation.classical import ClassicalSegmenter
-
-        return ClassicalSegmenter(settings)
-    from dogiqa.segmentation.sam2_backend import Sam2Segmenter
-
-    return Sam2Segmenter(settings)
+    chosen = backend(section["backend"])
+    return chosen.build(chosen.settings(subsection(section)))

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from dogiqa import rle
+from dogiqa import rle, schema
 
 MODES = ("correct", "authors")
-KINDS = ("global", "mask", "complement", "whole")
 
 
 @dataclass(frozen=True)
@@ -118,6 +117,9 @@ def _image_problems(
     elif tuple(int(first[k]) for k in ("x0", "y0", "x1", "y1")) != (0, 0, width, height):
         problems.append(f"{image}: the global region's bbox is not the whole image")
     covered = np.zeros((height, width), dtype=bool)
+    unknown = sorted({str(row["kind"]) for row in rows} - set(schema.REGION_KINDS))
+    if unknown:
+        problems.append(f"{image}: unknown region kind(s) {unknown}")
     for row in rows[1:]:
         box = tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1"))
         try:
@@ -146,9 +148,10 @@ def check_regions_table(
 ) -> list[str]:
     """Problems in a regions table (pandas DataFrame), one line each; empty when it is sound.
 
-    Checks: row 0 of each image is ``global``; every region's bbox is non-empty, inside its image
-    and the tight box of its mask; ``count`` matches the rows; and in ``correct`` mode the masks
-    plus the complement cover every pixel (a complement smaller than t may be left out).
+    Checks: row 0 of each image is ``global``; every kind is known; every region's bbox is
+    non-empty, inside its image and the tight box of its mask; ``count`` matches the rows; and
+    in ``correct`` mode the masks plus the complement cover every pixel (a complement smaller
+    than t may be left out).
     """
     problems: list[str] = []
     for image, group in frame.groupby("image", sort=False):

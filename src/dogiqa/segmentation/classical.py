@@ -21,6 +21,7 @@ from skimage.segmentation import felzenszwalb, slic
 from skimage.transform import resize
 
 from dogiqa import config
+from dogiqa.segmentation import SegmenterBackend
 
 METHODS = ("felzenszwalb", "slic")
 PREFIX = "segment.classical"
@@ -166,3 +167,6 @@ class ClassicalSegmenter:
     def masks(self, image: np.ndarray) -> list[np.ndarray]:
         labels = self.labels(image)
         return [labels == k for k in range(int(labels.max()) + 1)]
+
+
+BACKEND = SegmenterBackend(settings=settings_from, build=ClassicalSegmenter)

@@ -17,6 +17,7 @@ import numpy as np
 
 from dogiqa import config
 from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.segmentation import SegmenterBackend
 
 PREFIX = "segment.sam2"
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
@@ -135,3 +136,13 @@ class Sam2Segmenter:
         with torch.inference_mode():
             records = self.generator.generate(np.array(image, dtype=np.uint8))  # writable copy
         return [_to_mask(record["segmentation"]) for record in records]
+
+
+def result_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that change the masks: all but the device and the batch size."""
+    return {k: v for k, v in section.items() if k not in ("device", "points_per_batch")}
+
+
+BACKEND = SegmenterBackend(
+    settings=settings_from, build=Sam2Segmenter, result_settings=result_settings
+)
