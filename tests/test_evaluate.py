@@ -8,10 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dogiqa import aggregate, evaluate, paths
+from dogiqa import evaluate, paths
 from dogiqa.errors import DogIQAError, ParamError
 
-PARAMS = {"evaluate": {"bootstrap_samples": 200, "seed": 0, "confidence": 0.95, "logistic": True}}
+PARAMS = {
+    "evaluate": {"bootstrap_samples": 200, "seed": 0, "confidence": 0.95, "logistic": True},
+    "aggregate": {"main": "paper:argmax"},
+}
+
+
+def _params(main: str = "paper:argmax", **evaluate_changes) -> dict:
+    return {
+        "evaluate": {**PARAMS["evaluate"], **evaluate_changes},
+        "aggregate": {"main": main},
+    }
 
 
 def _predictions(n: int = 40) -> pd.DataFrame:
@@ -50,7 +60,7 @@ def test_metrics_json_per_variant_with_counts(project):
         skipped = [{"image": "x.jpg", "reason": "truncated"}] if stage == "segment" else 2
         summary.write_text(json.dumps({"skipped": skipped}))
     evaluate.run("toy", PARAMS)
-    report = json.loads(evaluate.metrics_path("toy").read_text())
+    report = json.loads(paths.metrics_file("toy").read_text())
     assert report["skipped"] == {"segment": 1, "score": 2}
     assert set(report["variants"]) == {"paper:argmax", "noise:argmax"}
     main = report["variants"]["paper:argmax"]
@@ -61,27 +71,33 @@ def test_metrics_json_per_variant_with_counts(project):
     assert abs(report["variants"]["noise:argmax"]["srcc"]) < 0.4
 
 
-def test_plots_csv_holds_the_main_variant(project):
-    aggregate.summary_path("toy").write_text(json.dumps({"main": "noise:argmax"}))
-    evaluate.run("toy", PARAMS)
-    plot = pd.read_csv(evaluate.plots_path("toy"))
+def test_plots_csv_holds_the_main_variant_of_params(project):
+    # The aggregate stage's summary naming another variant does not matter.
+    paths.summary("predictions", "toy").write_text(json.dumps({"main": "paper:argmax"}))
+    evaluate.run("toy", _params(main="noise:argmax"))
+    plot = pd.read_csv(paths.plot_file("toy"))
     assert list(plot.columns) == ["image", "mos", "prediction"]
     assert len(plot) == 40  # the noise variant has no missing predictions
-    report = json.loads(evaluate.metrics_path("toy").read_text())
+    report = json.loads(paths.metrics_file("toy").read_text())
     assert report["main"] == "noise:argmax"
 
 
-def test_main_defaults_to_first_variant_and_drops_missing(project):
+def test_plot_drops_missing_predictions_of_the_main_variant(project):
     evaluate.run("toy", PARAMS)
-    plot = pd.read_csv(evaluate.plots_path("toy"))
+    plot = pd.read_csv(paths.plot_file("toy"))
     assert len(plot) == 37 and plot.prediction.notna().all()
+
+
+def test_a_main_variant_absent_from_the_table_is_one_clear_error(project):
+    with pytest.raises(DogIQAError, match=r"no variant 'paper:expected' \(aggregate.main\)"):
+        evaluate.run("toy", _params(main="paper:expected"))
 
 
 def test_rerun_is_byte_identical(project):
     evaluate.run("toy", PARAMS)
-    first = evaluate.metrics_path("toy").read_bytes()
+    first = paths.metrics_file("toy").read_bytes()
     evaluate.run("toy", PARAMS)
-    assert evaluate.metrics_path("toy").read_bytes() == first
+    assert paths.metrics_file("toy").read_bytes() == first
 
 
 @pytest.mark.parametrize(
@@ -90,9 +106,8 @@ def test_rerun_is_byte_identical(project):
 )
 def test_bad_params_name_the_param(tmp_path, monkeypatch, key, value):
     monkeypatch.chdir(tmp_path)
-    params = {"evaluate": dict(PARAMS["evaluate"], **{key: value})}
     with pytest.raises(ParamError, match=f"evaluate.{key}"):
-        evaluate.run("toy", params)
+        evaluate.run("toy", _params(**{key: value}))
 
 
 def test_missing_predictions_table_is_one_clear_error(tmp_path, monkeypatch):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from dogiqa import report
-from dogiqa.errors import DogIQAError
+from dogiqa.errors import DogIQAError, ParamError
 
 PLOT_CELL = """import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(2, 2))
@@ -94,3 +95,46 @@ def test_the_slow_optional_iri_checker_is_not_imported_and_validation_still_work
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["invalid", "refused", "None"]
+
+
+def test_parameters_are_injected_after_the_parameters_cell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_notebook(tmp_path, "params", "samples = 2000\nseed = 0", "print(samples, seed)")
+    notebook = nbformat.read(tmp_path / "notebooks" / "params.ipynb", as_version=4)
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"]["language"] = "python"  # papermill reads parameters by it
+    nbformat.write(notebook, tmp_path / "notebooks" / "params.ipynb")
+    target = report.execute("params", {"samples": 20}, output_dir=tmp_path)
+    cells = nbformat.read(target, as_version=4).cells
+    assert cells[1].metadata["tags"] == ["injected-parameters"]
+    assert cells[-1].outputs[0]["text"] == "20 0\n"
+    with pytest.raises(ParamError, match=r"report\.notebooks\.params\.sample: not a parameter"):
+        report.execute("params", {"sample": 20}, output_dir=tmp_path)
+
+
+def test_params_of_every_notebook_are_parameters_of_it_and_tracked_by_its_stage():
+    import papermill
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    notebooks = report.validate_params(params)
+    assert sorted(notebooks) == sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+    for name, values in notebooks.items():
+        known = papermill.inspect_notebook(root / "notebooks" / f"{name}.ipynb")
+        assert set(values) <= set(known), name
+    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    tracked = {
+        body["cmd"].split("--notebook ")[1]: body.get("params", [])
+        for body in stages.values()
+        if "--notebook" in body.get("cmd", "")
+    }
+    assert sorted(tracked) == sorted(notebooks)
+    for name, stage_params in tracked.items():
+        assert f"report.notebooks.{name}" in stage_params, name
+
+
+def test_notebook_params_must_be_mappings():
+    with pytest.raises(ParamError, match=r"report\.notebooks\.x: must be a mapping"):
+        report.validate_params({"report": {"notebooks": {"x": [1, 2]}}})
+    with pytest.raises(ParamError, match="report.notebooks: must map each notebook"):
+        report.validate_params({"report": {"notebooks": ["01_upper_bound"]}})

@@ -1,31 +1,29 @@
 """The evaluate stage: predictions of every variant against MOS.
 
-Reads ``data/predictions/<ds>.csv`` (and the summaries of the earlier stages for their counts of
-skipped images) and writes:
+Reads ``data/predictions/<ds>.csv`` (and the summaries of the segment and score stages for their
+counts of skipped images) and writes:
 
 - ``reports/metrics/<ds>.json`` (``dvc metrics``): per variant SRCC, PLCC, PLCC after the
   4-parameter logistic fit, KRCC, bootstrap intervals, n and missing;
 - ``reports/plots/<ds>.csv`` (``dvc plots``): image, mos, prediction of the main variant.
+
+The main (headline) variant is ``aggregate.main`` of params.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
-from dogiqa import aggregate, config, io, metrics, paths
+from dogiqa import config, io, metrics, paths, schema
 from dogiqa.errors import DogIQAError
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = ("image", "variant", "prediction", "mos")
 
 
 @dataclass(frozen=True)
@@ -47,25 +45,19 @@ def validate_params(params: Mapping[str, Any]) -> EvaluateParams:
     )
 
 
-def metrics_path(dataset: str) -> Path:
-    return paths.METRICS / f"{dataset}.json"
-
-
-def plots_path(dataset: str) -> Path:
-    return paths.PLOTS / f"{dataset}.csv"
+def main_variant(params: Mapping[str, Any]) -> str:
+    """The headline variant, ``aggregate.main``."""
+    return config.get_str(config.section(params, "aggregate"), "aggregate", "main")
 
 
 def skipped_counts(dataset: str) -> dict[str, int]:
-    """Images the segment and score stages skipped, from their summary JSONs when present."""
+    """Images the segment and score stages skipped, from their summaries when present."""
     counts = {}
-    for stage, table in (("segment", paths.regions_table), ("score", paths.scores_table)):
-        path = table(dataset).with_name(f"{dataset}.summary.json")
+    for stage, kind in (("segment", "regions"), ("score", "scores")):
+        path = paths.summary(kind, dataset)
         if not path.exists():
             continue
-        try:
-            skipped = json.loads(path.read_text(encoding="utf-8")).get("skipped", 0)
-        except (json.JSONDecodeError, AttributeError):
-            raise DogIQAError(f"{path}: not a JSON summary") from None
+        skipped = io.read_json(path, f"{stage} summary").get("skipped", 0)
         counts[stage] = skipped if isinstance(skipped, int) else len(skipped)
     return counts
 
@@ -87,25 +79,18 @@ def evaluate_table(table: pd.DataFrame, p: EvaluateParams) -> dict[str, dict[str
     return results
 
 
-def _main_variant(dataset: str, table: pd.DataFrame) -> str:
-    path = aggregate.summary_path(dataset)
-    if path.exists():
-        main = json.loads(path.read_text(encoding="utf-8")).get("main")
-        if main in set(table["variant"]):
-            return main
-    return str(table["variant"].iloc[0])
-
-
 def run(dataset: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate one dataset's predictions; write the metrics JSON and the plots CSV."""
     p = validate_params(params)
+    main = main_variant(params)
     source = paths.predictions_table(dataset)
-    table = io.read_table(
-        source, tuple(PREDICTION_COLUMNS), "predictions table", {"image": str, "variant": str}
-    )
+    table = io.read_table(schema.PREDICTIONS, source)
     if table.empty:
-        raise DogIQAError(f"{source}: no predictions")
-    main = _main_variant(dataset, table)
+        raise DogIQAError(f"{paths.show(source)}: no predictions")
+    if main not in set(table["variant"]):
+        raise DogIQAError(
+            f"{paths.show(source)}: no variant {main!r} (aggregate.main); rerun the aggregate stage"
+        )
     report = {
         "dataset": dataset,
         "main": main,
@@ -114,9 +99,9 @@ def run(dataset: str, params: Mapping[str, Any]) -> dict[str, Any]:
         "confidence": p.confidence,
         "variants": evaluate_table(table, p),
     }
-    io.write_json_atomic(metrics_path(dataset), report)
+    io.write_json_atomic(paths.metrics_file(dataset), report)
     plot = table[table["variant"] == main].dropna(subset=["prediction"])
-    io.write_csv_atomic(plots_path(dataset), plot.loc[:, ["image", "mos", "prediction"]])
+    io.write_csv_atomic(paths.plot_file(dataset), plot.loc[:, ["image", "mos", "prediction"]])
     headline = report["variants"][main]
     log.info(
         "evaluate %s: %s SRCC %s PLCC %s (n=%d)",
@@ -127,36 +112,3 @@ def run(dataset: str, params: Mapping[str, Any]) -> dict[str, Any]:
         headline["n"],
     )
     return report
-
-
-def load_metrics(dataset: str) -> dict[str, Any] | None:
-    """This study's metrics of a dataset (``reports/metrics/<ds>.json``), None before the run."""
-    path = metrics_path(dataset)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def load_predictions(dataset: str) -> pd.DataFrame | None:
-    """This study's predictions table of a dataset, None before the run."""
-    path = paths.predictions_table(dataset)
-    return pd.read_csv(path, dtype={"image": str}) if path.exists() else None
-
-
-def configuration_label(params: Mapping[str, Any]) -> str:
-    """A short description of the run's segmenter and scorer, read from params.yaml."""
-    segment = params.get("segment", {})
-    score = params.get("score", {})
-    seg = segment.get("backend", "?")
-    if seg == "classical":
-        seg = f"classical ({segment.get('classical', {}).get('method', '?')})"
-    backend = score.get("backend", "?")
-    sub = score.get(backend, {}) if isinstance(score.get(backend), dict) else {}
-    scorer = sub.get("scorer") or sub.get("model") or backend
-    return f"{seg} segmentation + {scorer} scoring, K={score.get('K', '?')}"
-
-
-def is_paper_configuration(params: Mapping[str, Any]) -> bool:
-    """True for SAM 2 regions scored by an MLLM on every image: the paper's setting."""
-    segment = params.get("segment", {}).get("backend")
-    score = params.get("score", {}).get("backend")
-    subset = params.get("download", {}).get("subset_size")
-    return segment == "sam2" and score in ("hf", "openai") and subset == 0

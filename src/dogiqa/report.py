@@ -1,5 +1,9 @@
 """Report stage: execute the notebooks with papermill into ``reports/``.
 
+Each notebook gets its parameters from params.yaml (``report.notebooks.<name>``), injected by
+papermill after the notebook's ``parameters`` cell; its DVC stage tracks that section. The
+kernel runs in the project root.
+
 Executed notebooks are committed for people to read, so run metadata (papermill's timings and
 timestamps, kernel execution times) is stripped: re-executing an unchanged notebook on unchanged
 inputs gives the same file and leaves git clean.
@@ -10,20 +14,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dogiqa import paths
-from dogiqa.config import get_list, section
+from dogiqa.config import section
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.io import atomic_path
 
 if TYPE_CHECKING:
     import nbformat
 
-NOTEBOOKS = Path("notebooks")
 VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 """Matplotlib backend of the kernel: ``plt.show()`` embeds the figure in the executed notebook."""
@@ -83,18 +86,53 @@ def _kernel_environment(**variables: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``report.notebooks``: notebook name -> the parameters papermill injects into it."""
+    sec = section(params, "report")
+    notebooks = sec.get("notebooks")
+    if not isinstance(notebooks, dict) or not notebooks:
+        raise ParamError(
+            "report.notebooks", "must map each notebook name to its parameters ({} for none)"
+        )
+    chosen = {}
+    for name, values in notebooks.items():
+        values = {} if values is None else values
+        if not isinstance(values, dict):
+            raise ParamError(f"report.notebooks.{name}", f"must be a mapping, got {values!r}")
+        chosen[str(name)] = dict(values)
+    return chosen
+
+
+def _check_parameters(name: str, source: Path, parameters: Mapping[str, Any]) -> None:
+    """Every injected parameter must be one the notebook's ``parameters`` cell defines."""
+    if not parameters:
+        return
+    import papermill
+
+    known = papermill.inspect_notebook(source)
+    unknown = [key for key in parameters if key not in known]
+    if unknown:
+        raise ParamError(
+            f"report.notebooks.{name}.{unknown[0]}",
+            f"not a parameter of {paths.show(source)} (it has {sorted(known)})",
+        )
+
+
 def execute(
-    name: str, parameters: dict[str, Any] | None = None, output_dir: Path | None = None
+    name: str, parameters: Mapping[str, Any] | None = None, output_dir: Path | None = None
 ) -> Path:
-    """Execute ``notebooks/<name>.ipynb`` into ``reports/<name>.ipynb`` (stripped)."""
+    """Execute ``notebooks/<name>.ipynb`` with ``parameters`` injected after its parameters
+    cell into ``reports/<name>.ipynb`` (stripped)."""
     _skip_iri_format_checker()
     import nbformat
     import papermill
 
-    source = NOTEBOOKS / f"{name}.ipynb"
+    source = paths.notebook(name)
     if not source.exists():
-        raise DogIQAError(f"{source}: notebook not found")
-    target = (output_dir or paths.REPORTS) / f"{name}.ipynb"
+        raise DogIQAError(f"{paths.show(source)}: notebook not found")
+    parameters = dict(parameters or {})
+    _check_parameters(name, source, parameters)
+    target = output_dir / f"{name}.ipynb" if output_dir else paths.report_notebook(name)
     logging.getLogger("papermill").setLevel(logging.WARNING)
     # Inline figures whatever backend the shell chose: reports/ is read without running it.
     with atomic_path(target) as tmp, _kernel_environment(MPLBACKEND=INLINE_BACKEND):
@@ -102,14 +140,14 @@ def execute(
             papermill.execute_notebook(
                 str(source),
                 str(tmp),
-                parameters=parameters or {},
-                cwd=".",
+                parameters=parameters,
+                cwd=str(paths.root()),
                 progress_bar=False,
                 kernel_name="python3",
             )
         except papermill.PapermillExecutionError as exc:
             raise DogIQAError(
-                f"{source}: cell {exc.exec_count} failed: {exc.ename}: {exc.evalue}"
+                f"{paths.show(source)}: cell {exc.exec_count} failed: {exc.ename}: {exc.evalue}"
             ) from None
         notebook = strip_run_metadata(nbformat.read(tmp, as_version=4))
         nbformat.write(notebook, tmp)
@@ -117,12 +155,12 @@ def execute(
 
 
 def run(params: dict[str, Any], only: str | None = None) -> None:
-    sec = section(params, "report")
-    names = get_list(sec, "report", "notebooks")
+    notebooks = validate_params(params)
+    names = list(notebooks)
     if only is not None:
-        if only not in names:
+        if only not in notebooks:
             raise ParamError("report.notebooks", f"does not list {only!r}")
         names = [only]
     for name in names:
-        target = execute(name)
-        print(f"executed {NOTEBOOKS / (name + '.ipynb')} -> {target}")
+        target = execute(name, notebooks[name])
+        print(f"executed {paths.show(paths.notebook(name))} -> {paths.show(target)}")
