@@ -1,6 +1,8 @@
-"""Command line: ``python -m dogiqa <stage> ...`` (also installed as ``dogiqa``).
+"""Command line: ``python -m dogiqa <command> ...`` (also installed as ``dogiqa``).
 
-Each stage command is a thin wrapper over a library function ``run(...)`` in the stage's module.
+Each command is a thin wrapper over a function (``run(...)`` for a stage) of the module named in
+:data:`COMMANDS`; ``dogiqa.dvcdeps`` reads the same table to find the code each DVC stage runs.
+``--params`` defaults to the project's params.yaml (found from the working directory upwards).
 Errors the user can fix (``DogIQAError``) are printed as one line, never as a traceback.
 """
 
@@ -11,105 +13,148 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dogiqa import paths
 from dogiqa.config import load_params
 from dogiqa.errors import DogIQAError
 
 
-def _per_dataset(module: str) -> Callable[[argparse.Namespace], Any]:
-    def call(args: argparse.Namespace) -> Any:
-        stage = importlib.import_module(f"dogiqa.{module}")
-        return stage.run(args.dataset, load_params(args.params))
-
-    return call
-
-
-def _whole_study(module: str) -> Callable[[argparse.Namespace], Any]:
-    def call(args: argparse.Namespace) -> Any:
-        stage = importlib.import_module(f"dogiqa.{module}")
-        return stage.run(load_params(args.params))
-
-    return call
+@dataclass(frozen=True)
+class Command:
+    module: str
+    """The module that does the work (its import closure is the command's code)."""
+    help: str
+    call: Callable[[Any, argparse.Namespace, dict[str, Any]], Any]
+    """(module, arguments, params) -> exit status or None."""
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
 
 
-def _score(args: argparse.Namespace) -> Any:
-    from dogiqa import score
-
-    return score.run(args.dataset, load_params(args.params), shard=args.shard)
+def _dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
 
 
-def _report(args: argparse.Namespace) -> Any:
-    from dogiqa import report
-
-    return report.run(load_params(args.params), only=args.notebook)
+def _per_dataset(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
+    return module.run(args.dataset, params)
 
 
-def _whole_study_fn(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
-    def call(args: argparse.Namespace) -> Any:
-        stage = importlib.import_module(f"dogiqa.{module}")
-        return getattr(stage, function)(load_params(args.params))
-
-    return call
+def _whole_study(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
+    return module.run(params)
 
 
-def _profile(args: argparse.Namespace) -> Any:
-    from dogiqa import profiles
+def _score_arguments(parser: argparse.ArgumentParser) -> None:
+    _dataset(parser)
+    parser.add_argument("--shard", help="I or I/N: score only shard I of the N in score.shards")
 
-    changes = profiles.overrides(args.name)
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--notebook", help="execute only this notebook (name without .ipynb)")
+
+
+def _profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="paper or modern")
+    parser.add_argument("--write", action="store_true", help="apply it to the params file")
+
+
+def _profile(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> None:
+    changes = module.overrides(args.name)
     if args.write:
-        profiles.write(args.params, changes)
-        print(f"{args.params}: applied profile {args.name!r} ({len(changes)} keys)")
+        module.write(args.params_file, changes)
+        shown = paths.show(args.params_file)
+        print(f"{shown}: applied profile {args.name!r} ({len(changes)} keys)")
     else:
-        print(" ".join(profiles.set_param_args(changes)))
+        print(" ".join(module.set_param_args(changes)))
 
 
-def _check_params(args: argparse.Namespace) -> Any:
-    from dogiqa import profiles
-
-    profiles.validate_all(load_params(args.params))
-    print(f"{args.params}: every stage's params are valid")
+def _check_params(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> None:
+    module.validate_all(params)
+    print(f"{paths.show(args.params_file)}: every stage's params are valid")
 
 
-def _score_image(args: argparse.Namespace) -> Any:
-    from dogiqa import score_image
+def _image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="image files")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    return score_image.run(args.paths, load_params(args.params), as_json=args.json)
+
+def _dvc_deps_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="fail if dvc.yaml is not up to date")
+    mode.add_argument("--write", action="store_true", help="write the code deps into dvc.yaml")
 
 
-STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
-    # name: (help, handler, takes --dataset)
-    "download": ("fetch, verify and normalise one dataset", _per_dataset("download"), True),
-    "download-external": (
+COMMANDS: dict[str, Command] = {
+    "download": Command(
+        "dogiqa.download", "fetch, verify and normalise one dataset", _per_dataset, _dataset
+    ),
+    "download-external": Command(
+        "dogiqa.download",
         "fetch the cached outputs of other models",
-        _whole_study_fn("download", "run_external"),
-        False,
+        lambda m, a, p: m.run_external(p),
     ),
-    "upper-bound": (
-        "Table 1: the upper bound of K-level scoring",
-        _whole_study("upper_bound"),
-        False,
+    "upper-bound": Command(
+        "dogiqa.upper_bound", "Table 1: the upper bound of K-level scoring", _whole_study
     ),
-    "segment": ("cut each image into regions (Algorithm 1)", _per_dataset("segment"), True),
-    "segment-stats": (
-        "segmentation statistics over all datasets",
-        _whole_study("segment_stats"),
-        False,
+    "segment": Command(
+        "dogiqa.segment", "cut each image into regions (Algorithm 1)", _per_dataset, _dataset
     ),
-    "merge-scores": (
+    "segment-stats": Command(
+        "dogiqa.segment_stats", "segmentation statistics over all datasets", _whole_study
+    ),
+    "score": Command(
+        "dogiqa.score",
+        "score the whole image and every region crop",
+        lambda m, a, p: m.run(a.dataset, p, shard=a.shard),
+        _score_arguments,
+    ),
+    "merge-scores": Command(
+        "dogiqa.merge_scores",
         "join a dataset's score shards into its scores table",
-        _per_dataset("merge_scores"),
-        True,
+        _per_dataset,
+        _dataset,
     ),
-    "aggregate": ("combine region scores into predictions", _per_dataset("aggregate"), True),
-    "evaluate": ("SRCC/PLCC/KRCC of predictions against MOS", _per_dataset("evaluate"), True),
-    "evaluate-external": (
-        "metrics of the cached outputs of other models",
-        _whole_study("evaluate_external"),
-        False,
+    "aggregate": Command(
+        "dogiqa.aggregate", "combine region scores into predictions", _per_dataset, _dataset
+    ),
+    "evaluate": Command(
+        "dogiqa.evaluate", "SRCC/PLCC/KRCC of predictions against MOS", _per_dataset, _dataset
+    ),
+    "evaluate-external": Command(
+        "dogiqa.evaluate_external", "metrics of the cached outputs of other models", _whole_study
+    ),
+    "report": Command(
+        "dogiqa.report",
+        "execute the notebooks into reports/",
+        lambda m, a, p: m.run(p, only=a.notebook),
+        _report_arguments,
+    ),
+    "profile": Command(
+        "dogiqa.profiles",
+        "print (or --write) the params of a named configuration",
+        _profile,
+        _profile_arguments,
+    ),
+    "check-params": Command(
+        "dogiqa.profiles", "check every stage's params, do nothing", _check_params
+    ),
+    "score-image": Command(
+        "dogiqa.score_image",
+        "score image files and show their regions",
+        lambda m, a, p: m.run(a.paths, p, as_json=a.json),
+        _image_arguments,
+    ),
+    "dvc-deps": Command(
+        "dogiqa.dvcdeps",
+        "check (or --write) the code deps of every stage in dvc.yaml",
+        lambda m, a, p: m.main(check=a.check, write=a.write),
+        _dvc_deps_arguments,
     ),
 }
+"""Command name -> what runs it. dvc.yaml's stages call these commands."""
+
+NO_PARAMS = ("profile", "dvc-deps")
+"""Commands that do not read the params file (profile --write edits it as text)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,44 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--params",
         type=Path,
-        default=Path("params.yaml"),
-        help="params file (default: %(default)s)",
+        default=None,
+        help="params file (default: params.yaml of the project root)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, handler, per_dataset) in STAGES.items():
-        sub = commands.add_parser(name, help=help_text)
-        if per_dataset:
-            sub.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
-        sub.set_defaults(handler=handler)
-    score = commands.add_parser("score", help="score the whole image and every region crop")
-    score.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
-    score.add_argument(
-        "--shard", help="I or I/N: score only shard I of the N listed in score.shards"
-    )
-    score.set_defaults(handler=_score)
-    report = commands.add_parser("report", help="execute the notebooks into reports/")
-    report.add_argument("--notebook", help="execute only this notebook (name without .ipynb)")
-    report.set_defaults(handler=_report)
-    profile = commands.add_parser(
-        "profile", help="print (or --write) the params of a named configuration"
-    )
-    profile.add_argument("name", help="paper or modern")
-    profile.add_argument("--write", action="store_true", help="apply it to the params file")
-    profile.set_defaults(handler=_profile)
-    check = commands.add_parser("check-params", help="check every stage's params, do nothing")
-    check.set_defaults(handler=_check_params)
-    image = commands.add_parser("score-image", help="score image files and show their regions")
-    image.add_argument("paths", nargs="+", type=Path, help="image files")
-    image.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    image.set_defaults(handler=_score_image)
+    for name, command in COMMANDS.items():
+        command.arguments(commands.add_parser(name, help=command.help))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args.params_file = args.params if args.params is not None else paths.params_file()
+    command = COMMANDS[args.command]
     try:
-        result = args.handler(args)
+        params = {} if args.command in NO_PARAMS else load_params(args.params_file)
+        result = command.call(importlib.import_module(command.module), args, params)
     except DogIQAError as exc:
         print(f"dogiqa {args.command}: error: {exc}", file=sys.stderr)
         return 2
