@@ -97,7 +97,10 @@ class ScoreParams:
             self.backend: backend,
         }
         if self.backend == "classical":
+            from dogiqa.scoring.classical import fingerprint as classical_fingerprint
+
             used.pop("readout")
+            used["metric"] = classical_fingerprint(backend["scorer"])  # implementation, anchors
         text = json.dumps(used, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
