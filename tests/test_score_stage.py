@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from tiny_models import build_idefics3, build_qwen25vl
 from dogiqa import paths, score
 from dogiqa.errors import LabelError, ParamError
 from dogiqa.images import load_rgb
+from dogiqa.scoring import classical
 from dogiqa.scoring.classical import ClassicalScorer
 from dogiqa.segmentation.algorithm1 import region_rows
 
@@ -212,6 +214,31 @@ def test_levels_ablation_maps_cached_metric_values(project, params, monkeypatch)
     mapped = Path(paths.scores_table("livec")).read_bytes()
     Path(paths.stage_cache("score", "livec")).unlink()
     score.run("livec", k5)
+    assert Path(paths.scores_table("livec")).read_bytes() == mapped
+
+
+def test_new_anchors_map_cached_metric_values_again(project, params, monkeypatch) -> None:
+    """The anchors only place a raw value on the levels: other anchors measure nothing and
+    write the table a run from an empty cache writes with them."""
+    before = score.run("livec", params)
+    moved = dataclasses.replace(classical.SCORERS["piqe"], best=20.0, worst=60.0)
+    monkeypatch.setitem(classical.SCORERS, "piqe", moved)
+    measured = {"n": 0}
+    original = ClassicalScorer.measure
+
+    def counting(self, crops):
+        measured["n"] += 1
+        return original(self, crops)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassicalScorer, "measure", counting)
+        remapped = score.run("livec", params)
+    assert measured["n"] == 0
+    assert not remapped["expected"].equals(before["expected"])
+    assert remapped["raw"].equals(before["raw"])
+    mapped = Path(paths.scores_table("livec")).read_bytes()
+    Path(paths.stage_cache("score", "livec")).unlink()
+    score.run("livec", params)
     assert Path(paths.scores_table("livec")).read_bytes() == mapped
 
 

