@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dogiqa import rle
 from dogiqa.errors import DogIQAError
@@ -71,3 +71,19 @@ def make_crop(image: np.ndarray, region: Mapping[str, Any], mode: str) -> Image.
         inside = region_mask(region)[y0:y1, x0:x1]
         crop = np.where(inside[:, :, None], crop, 0).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(crop))
+
+
+def pad_to_aspect(image: Image.Image, max_ratio: float) -> Image.Image:
+    """``image`` centred on black bars so that its long side is at most ``max_ratio`` times its
+    short side (unchanged when it already is). Padding, unlike stretching, keeps every pixel of
+    the region as it is; black is what ``mask`` crops put outside a region."""
+    width, height = image.size
+    if max(width, height) <= max_ratio * min(width, height):
+        return image
+    if width > height:
+        extra = math.ceil(width / max_ratio) - height
+        border = (0, extra // 2, 0, extra - extra // 2)
+    else:
+        extra = math.ceil(height / max_ratio) - width
+        border = (extra // 2, 0, extra - extra // 2, 0)
+    return ImageOps.expand(image, border=border, fill=0)

@@ -21,7 +21,7 @@ from dogiqa.errors import DogIQAError
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("images", "images_scored", "regions_scored", "scorer_calls", "fallbacks")
+COUNTS = ("images", "images_scored", "regions_scored", "scorer_calls", "fallbacks", "errors")
 
 
 def _read_shard(

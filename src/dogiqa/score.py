@@ -40,14 +40,22 @@ from dogiqa import config, io, paths, prompts, sharding
 from dogiqa.crops import CROP_MODES, make_crop
 from dogiqa.errors import DogIQAError, ImageError, LabelError, ParamError
 from dogiqa.images import load_rgb
-from dogiqa.scoring import BACKENDS, READOUTS, LevelScores, Scorer, build_scorer, check_section
+from dogiqa.scoring import (
+    BACKENDS,
+    READOUTS,
+    TABLE_FIELDS,
+    LevelScores,
+    Scorer,
+    build_scorer,
+    check_section,
+)
 
 log = logging.getLogger(__name__)
 
 REGION_COLUMNS = ("image", "region", "kind", "x0", "y0", "x1", "y1", "height", "width", "rle")
-# Settings that do not change the scores (throughput, endpoints, credentials).
+# Settings that do not change the scores (throughput, endpoints, credentials). hf.batch_size is
+# not among them: padding a batch changes bf16 logits.
 NEUTRAL_KEYS = {
-    "batch_size",
     "concurrency",
     "retries",
     "timeout",
@@ -402,19 +410,14 @@ def columns(k: int) -> list[str]:
         "prompt_id",
         "K",
         *(f"p{i}" for i in range(1, k + 1)),
-        "argmax",
-        "expected",
-        "raw",
-        "fallback",
+        *TABLE_FIELDS,
     ]
 
 
 def _row(image: str, region: int, prompt_id: str, k: int, scores: LevelScores) -> dict[str, Any]:
     row: dict[str, Any] = {"image": image, "region": region, "prompt_id": prompt_id, "K": k}
     row.update({f"p{i}": p for i, p in enumerate(scores.probs, start=1)})
-    row.update(
-        argmax=scores.argmax, expected=scores.expected, raw=scores.raw, fallback=scores.fallback
-    )
+    row.update(scores.table_fields())
     return row
 
 
@@ -438,7 +441,8 @@ def _table(
             for prompt_id in settings.prompt_ids:
                 scores = per_prompt[prompt_id][position]
                 rows.append(_row(name, int(region), prompt_id, settings.K, scores))
-    return pd.DataFrame(rows, columns=columns(settings.K)), skipped
+    table = pd.DataFrame(rows, columns=columns(settings.K)).astype({"levels_found": "Int64"})
+    return table, skipped
 
 
 def settings_summary(settings: ScoreParams) -> dict[str, Any]:
@@ -473,6 +477,7 @@ def summarise(
             p: int(table.loc[table["prompt_id"] == p, "fallback"].sum())
             for p in settings.prompt_ids
         },
+        "errors": int((table["error"] != "").sum()),
         "skipped": skipped,
     }
 
