@@ -25,7 +25,13 @@ from tqdm import tqdm
 from dogiqa import config, io, paths
 from dogiqa.errors import ImageError, LabelError, ParamError
 from dogiqa.images import load_rgb
-from dogiqa.segmentation import Segmenter, algorithm1, backend_settings, build_segmenter
+from dogiqa.segmentation import (
+    Segmenter,
+    algorithm1,
+    backend_settings,
+    build_segmenter,
+    sam2_backend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +66,8 @@ class SegmentParams:
         """Hash of the settings that shape the regions (other backends' settings excluded)."""
         used = {k: v for k, v in self.section.items() if k not in ("classical", "sam2")}
         backend = dict(self.section[self.backend])
-        if self.backend == "sam2":  # the device and batch size do not change the masks
-            backend.pop("device", None)
-            backend.pop("points_per_batch", None)
+        if self.backend == "sam2":
+            backend = sam2_backend.fingerprint_fields(backend)
         text = json.dumps({**used, self.backend: backend}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
