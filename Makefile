@@ -5,9 +5,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+# The paper's model (mPLUG-Owl3) runs its own code, written for transformers 4.37.2: a second
+# environment, used only by the score stage with that model (README, GPU notes).
+PAPER_VENV ?= .venv-paper
+PAPER_BIN := $(abspath $(PAPER_VENV))/bin
+PAPER_STAMP := $(PAPER_VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test test-fast lint bench clean-venv
+.PHONY: venv venv-paper paper-signatures repro test test-fast lint bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +25,21 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(PAPER_STAMP): requirements-paper.txt constraints-paper.txt
+	$(PYTHON) -m venv $(PAPER_VENV)
+	$(PAPER_BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(PAPER_BIN)/python -m pip install --quiet -c constraints-paper.txt -r requirements-paper.txt
+	# The study package without its own pins (transformers 5 etc. belong to .venv).
+	$(PAPER_BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(PAPER_STAMP)
+
+venv-paper: $(PAPER_STAMP)
+
+# Records which keyword arguments the paper environment's transformers accepts, for the test
+# that the hf adapters pass only those (tests/fixtures/paper_env_signatures.json).
+paper-signatures: venv-paper
+	$(PAPER_BIN)/python tests/fixtures/record_signatures.py tests/fixtures/paper_env_signatures.json
 
 repro: venv
 	PATH="$(BIN):$$PATH" python -m dogiqa check-params
@@ -43,4 +63,4 @@ bench: venv
 	PATH="$(BIN):$$PATH" python benchmarks/pipeline.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PAPER_VENV)

@@ -86,10 +86,34 @@ def test_mllm_fingerprints_follow_k_and_the_prompt_but_not_throughput() -> None:
     assert score.validate_params(busy).fingerprints == base
 
 
-def test_segment_fingerprint_leaves_out_the_sam2_device() -> None:
+def test_segment_fingerprint_follows_the_chosen_backend_only() -> None:
+    """SAM 2's settings all count, the device and batch size too (they change floating-point
+    results near the thresholds); the classical segmenter's do not while SAM 2 is chosen."""
     params = {"segment": {**PARAMS["segment"], "backend": "sam2"}}
     base = segment.validate_params(params).fingerprint
-    params["segment"]["sam2"] = {**params["segment"]["sam2"], "device": "cuda"}
+    params["segment"]["classical"] = {**params["segment"]["classical"], "max_regions": 3}
     assert segment.validate_params(params).fingerprint == base
-    params["segment"]["sam2"]["points_per_side"] = 16
+    params["segment"]["sam2"] = {**params["segment"]["sam2"], "device": "cuda"}
     assert segment.validate_params(params).fingerprint != base
+
+
+def test_hf_fingerprint_records_the_resolved_dtype(monkeypatch) -> None:
+    """``dtype: auto`` is keyed as the dtype the weights load in on this machine: the same cache
+    entry as the explicit dtype, another one where auto resolves differently."""
+    torch = pytest.importorskip("torch")
+
+    def key(**hf) -> str:
+        params = _score_params(backend="hf")
+        params["score"]["hf"] = {**params["score"]["hf"], **hf}
+        return score.validate_params(params).fingerprints["paper_word_k7"]
+
+    assert PARAMS["score"]["hf"]["dtype"] == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert key() == key(dtype="float32") != key(dtype="bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert key() == key(dtype="bfloat16") != key(dtype="float32")
+    assert key(device="cpu") == key(device="cpu", dtype="float32")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # V100, T4
+    assert key() == key(dtype="float32")
+    assert key(batch_size=1) != key()  # padding a batch changes bf16 logits

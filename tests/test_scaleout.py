@@ -32,6 +32,7 @@ from stage_project import (
 from test_scoring_openai import MODEL, FakeServer
 
 from dogiqa import merge_scores, paths, score, segment, sharding
+from dogiqa.cli import COMMANDS
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.classical import ClassicalScorer
 
@@ -158,6 +159,34 @@ def test_merge_refuses_missing_stale_or_other_shards(segmented, tmp_path) -> Non
     merge_scores.run("livec", params)
     with pytest.raises(DogIQAError, match="holds shard '0/2', not 0/3"):
         merge_scores.run("livec", study_params(score__shards=[0, 1, 2]))
+
+
+def test_merge_names_the_command_that_makes_a_missing_shard(segmented, tmp_path) -> None:
+    """The message's command runs (the package's CLI has it), not a module without a main."""
+    root = project(segmented, tmp_path)
+    os.chdir(root)
+    params = study_params(score__shards=[0, 1])
+    score.run("livec", params, shard="0/2")
+    with pytest.raises(DogIQAError) as caught:
+        merge_scores.run("livec", params)
+    command = str(caught.value).split("(run: ")[1].rstrip(")").split()
+    assert command[:3] == ["python", "-m", "dogiqa"] and command[3] in COMMANDS
+    assert command[3:] == ["score", "--dataset", "livec", "--shard", "1/2"]
+
+
+def test_merge_refuses_a_shard_summary_without_its_error_count(segmented, tmp_path) -> None:
+    """A summary from a score stage that did not count errors: one line naming the key and the
+    file, not a KeyError."""
+    root = project(segmented, tmp_path)
+    os.chdir(root)
+    params = study_params(score__shards=[0, 1])
+    run_shards(root, params)
+    path = root / sharding.summary_path("livec", 1)
+    summary = json.loads(path.read_text())
+    del summary["errors"]
+    path.write_text(json.dumps(summary))
+    with pytest.raises(DogIQAError, match=r"1\.summary\.json: shard summary lacks errors .*rerun"):
+        merge_scores.run("livec", params)
 
 
 def test_every_cache_of_the_dataset_is_reused(segmented, tmp_path, count_calls) -> None:

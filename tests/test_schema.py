@@ -82,4 +82,14 @@ def test_score_columns_put_the_levels_between_k_and_argmax() -> None:
         "expected",
         "raw",
         "fallback",
+        "level_mass",
+        "levels_found",
+        "error",
     ]
+
+
+def test_score_fields_are_the_level_scores_cells() -> None:
+    """Each column after p1..pK is a field of a crop's LevelScores (the stage writes them)."""
+    from dogiqa.scoring import one_hot
+
+    assert list(one_hot(2, 3).table_fields()) == list(schema.SCORE_FIELDS)

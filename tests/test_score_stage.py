@@ -19,7 +19,7 @@ from tiny_models import build_idefics3, build_qwen25vl
 from dogiqa import paths, score
 from dogiqa.errors import LabelError, ParamError
 from dogiqa.images import load_rgb
-from dogiqa.scoring import classical
+from dogiqa.scoring import LevelScores, classical
 from dogiqa.scoring.classical import ClassicalScorer
 from dogiqa.segmentation.algorithm1 import region_rows
 
@@ -123,6 +123,9 @@ def test_default_run_follows_the_contract(project, params) -> None:
         "expected",
         "raw",
         "fallback",
+        "level_mass",
+        "levels_found",
+        "error",
     ]
     scorers = params["score"]["classical"]["scorer"]
     scorers = scorers if isinstance(scorers, list) else [scorers]
@@ -305,3 +308,55 @@ def test_hf_backend_runs_the_stage_end_to_end(project, params) -> None:
     # The tiny Idefics3 answers " 8", no level of K = 7: every crop is a counted fallback.
     assert summary["fallbacks"] == len(table) == summary["regions_scored"]
     assert (table["raw"] == " 8").all() and (table["argmax"] == 1).all()
+
+
+def test_crop_errors_are_flagged_fallbacks_counted_in_the_summary(
+    project, params, monkeypatch
+) -> None:
+    """A scorer whose model raised for some crops (dogiqa.scoring.CropErrors) scores them as
+    flagged fallbacks carrying the error; the table and the summary count them."""
+    from dogiqa.scoring import LevelScorer, ScorerBackend, ScorerUnit, error_scores, one_hot
+
+    class Flaky(LevelScorer):
+        K, name = 7, "piqe"
+
+        def score(self, crops: list[Image.Image]) -> list[Any]:
+            return [
+                error_scores(7, "ValueError: refused") if c.width < 200 else one_hot(4, 7)
+                for c in crops
+            ]
+
+    unit = ScorerUnit("piqe", {"flaky": True}, Flaky, LevelScores.from_json)
+    flaky = ScorerBackend(check=lambda section: None, units=lambda section: [unit])
+    monkeypatch.setattr(classical, "BACKEND", flaky)  # the registry's entry for "classical"
+    table = score.run("livec", params)
+    flagged = table["error"] != ""
+    assert flagged.any() and not flagged.all()
+    assert table.loc[flagged, "fallback"].all() and (table.loc[flagged, "argmax"] == 1).all()
+    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    assert summary["errors"] == int(flagged.sum()) == summary["fallbacks"]
+    written = pd.read_csv(paths.scores_table("livec"), keep_default_na=False)
+    assert (written.loc[flagged.to_numpy(), "error"] == "ValueError: refused").all()
+
+
+def test_hf_batch_size_is_part_of_the_cache_fingerprint(params) -> None:
+    """Padding a batch changes bf16 logits, so scores made with another batch size are not
+    reused as if they were the same."""
+    hf = {
+        "model": "Qwen/Qwen2.5-VL-3B-Instruct",
+        "revision": "a" * 40,
+        "trust_remote_code": False,
+        "dtype": "bfloat16",
+        "device": "cpu",
+        "batch_size": 8,
+        "max_pixels": 0,
+        "min_side": 28,
+        "local_files_only": True,
+    }
+    base = with_score(params, backend="hf", prompt="paper_word_k7", hf=hf)
+
+    def fingerprint(settings: dict[str, Any]) -> str:
+        return score.validate_params(settings).fingerprints["paper_word_k7"]
+
+    assert fingerprint(with_score(base, hf__batch_size=1)) != fingerprint(base)
+    assert fingerprint(with_score(base, hf__local_files_only=False)) == fingerprint(base)

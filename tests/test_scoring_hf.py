@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tiny_models import BUILDERS
 
@@ -209,3 +210,117 @@ def test_missing_model_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(DogIQAError, match="cannot load model nobody/nothing") as info:
         scorer(Path("nobody/nothing"), "paper_word_k7")
     assert "\n" not in str(info.value)
+
+
+# --- thin crops (every backend's aspect-ratio limit) --------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(1500, 6), (6, 1500)])
+def test_thin_crops_pass_the_real_qwen_processor(model_dirs, size) -> None:
+    """Qwen2-VL's image processor (transformers models/qwen2_vl/image_processing_qwen2_vl.py,
+    ``smart_resize``) raises for an aspect ratio above 200: a 1500 x 6 region must not."""
+    s = scorer(model_dirs["qwen2_5_vl"], "paper_word_k7")
+    stripe = Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1] + (3,), np.uint8))
+    prepared = s._prepare([stripe])[0]
+    assert max(prepared.size) / min(prepared.size) <= 50
+    s.adapter.inputs([prepared])  # the real processor accepts it
+    (result,) = s.score([stripe])
+    assert not result.fallback and not result.error and result.levels_found == 7
+
+
+# --- level logits in fp32 from the final hidden state --------------------------------------------
+
+
+def tie_prone_model(folder: Path, target: Path) -> Path:
+    """The tiny Qwen2.5-VL edited so that its bf16 LM head ties levels 6 and 7 apart by 0.08.
+
+    The decoder layers' output projections are zeroed, so the final hidden state at the last
+    position is the normalised embedding of the prompt's last token; that embedding is set to
+    +-1, which bf16 holds exactly. The head rows of the levels then give logits 24.03125 (level
+    7), 23.94921875 (level 6) and 20.0 (the others): distinct in fp32, but both of the first two
+    round to 24.0 in bf16, where the step is 0.125."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    text = prompts.render_chat(processor, "paper_word_k7")
+    last = processor.tokenizer(text).input_ids[-1]
+    signs = torch.tensor([1.0, -1.0] * 16)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.get_input_embeddings().weight[last] = signs
+        head = model.get_output_embeddings().weight
+        ids = level_token_ids(processor.tokenizer, 7)
+        for level, spellings in enumerate(ids, start=1):
+            tail = {7: 0.78125, 6: 0.69921875}.get(level, -3.25)
+            row = torch.full((32,), 0.75)
+            row[-1] = tail
+            for token in spellings:
+                head[token] = signs * row
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def tie_prone(model_dirs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tie_prone_model(model_dirs["qwen2_5_vl"], tmp_path_factory.mktemp("ties") / "qwen")
+
+
+def test_bf16_level_logits_equal_the_fp32_model(tie_prone, crops) -> None:
+    fp32 = scorer(tie_prone, "paper_word_k7", dtype="float32")
+    bf16 = scorer(tie_prone, "paper_word_k7", dtype="bfloat16")
+    assert bf16.adapter.dtype == torch.bfloat16
+    # The bf16 readout picks level 7 as the fp32 model does (a tie would go to level 6).
+    assert [r.argmax for r in fp32.score(crops[:3])] == [7, 7, 7]
+    assert [r.argmax for r in bf16.score(crops[:3])] == [7, 7, 7]
+    reference, _ = fp32.level_logits(crops[:3])
+    ours, _ = bf16.level_logits(crops[:3])
+    assert np.abs(ours - reference).max() < 1e-3
+    assert reference[0, 6] - reference[0, 5] == pytest.approx(0.08203125, abs=1e-4)
+    # The plain bf16 head, read as before: levels 6 and 7 tie at 24.0 and differ from fp32.
+    with torch.inference_mode():
+        plain = bf16.adapter.model(**bf16.adapter.inputs(crops[:3]), use_cache=False)
+    ids = [spellings[0] for spellings in bf16.level_ids]
+    head = plain.logits[:, -1, ids].double().numpy()
+    assert np.abs(head - reference).max() > 1e-3
+    assert (head[:, 5] == head[:, 6]).all()
+
+
+# --- dtype on GPUs without bf16 ------------------------------------------------------------------
+
+
+def test_auto_dtype_is_fp32_on_a_gpu_without_bf16(monkeypatch, caplog) -> None:
+    from dogiqa.scoring.hf import pick_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert pick_dtype("auto", torch.device("cuda")) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    with caplog.at_level(logging.WARNING):
+        assert pick_dtype("float16", torch.device("cuda"), fp16_overflows=False) == torch.float16
+    assert "overflow" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert pick_dtype("float16", torch.device("cuda"), fp16_overflows=True) == torch.float16
+    assert "overflow" in caplog.text
+
+
+def test_models_known_to_overflow_in_fp16(model_dirs) -> None:
+    assert resolve("qwen2.5-vl-7b", None, allow_remote_code=False).fp16_overflows
+    assert resolve(str(model_dirs["qwen2_5_vl"]), None, allow_remote_code=False).fp16_overflows
+    assert not resolve(str(model_dirs["idefics3"]), None, allow_remote_code=False).fp16_overflows
+    assert not resolve("mplug-owl3-7b", None, allow_remote_code=True).fp16_overflows
+
+
+def test_level_mass_is_the_next_token_probability_on_the_levels(model_dirs, crops) -> None:
+    s = scorer(model_dirs["idefics3"], "paper_word_k7")
+    with torch.inference_mode():
+        out = s.adapter.model(**s.adapter.inputs(crops[:2]), use_cache=False)
+    probs = torch.softmax(out.logits[:, -1, :].double(), dim=1)
+    for row, result in zip(probs, s.score(crops[:2]), strict=True):
+        expected = sum(float(row[ids].max()) for ids in s.level_ids)
+        assert result.level_mass == pytest.approx(expected, abs=1e-6)
+        assert result.levels_found == 7

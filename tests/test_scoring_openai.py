@@ -131,11 +131,16 @@ class FakeServer:
                 server.gauge.enter()
                 time.sleep(server.delay)
                 try:
-                    self._send(*server.completion(body))
+                    self._send(*server.route(self.path, body))
                 finally:
                     server.gauge.leave()
 
         return Handler
+
+    def route(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if path == "/v1/chat/completions":
+            return self.completion(body)
+        return 404, {"detail": "Not Found"}
 
 
 @pytest.fixture
@@ -281,3 +286,216 @@ def test_params(server) -> None:
     bad = {**section, "openai": {**section["openai"], "top_logprobs": 50}}
     with pytest.raises(ParamError, match="score.openai.top_logprobs"):
         check_section(bad)
+
+
+# --- crops every server accepts --------------------------------------------------------------
+
+
+class QwenLimitServer(FakeServer):
+    """Answers HTTP 400 where vLLM serving a Qwen2-VL model does: its processor's
+    ``smart_resize`` (transformers models/qwen2_vl/image_processing_qwen2_vl.py) raises for an
+    aspect ratio above 200, and vLLM returns that as a bad request. ``refuse`` picks images it
+    rejects for other reasons."""
+
+    def __init__(self, refuse: Any = None, **kwargs: Any) -> None:
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        self.smart_resize = smart_resize
+        self.refuse = refuse or (lambda image: False)
+        super().__init__(**kwargs)
+
+    def completion(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        parts = body["messages"][-1]["content"]
+        url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        try:
+            self.smart_resize(image.height, image.width)
+            if self.refuse(image):
+                raise ValueError("image refused")
+        except ValueError as exc:
+            return 400, {"error": {"message": str(exc), "type": "BadRequestError", "code": 400}}
+        return super().completion(body)
+
+
+def test_thin_crops_are_padded_before_they_are_sent() -> None:
+    fake = QwenLimitServer()
+    try:
+        stripes = [Image.new("RGB", (1500, 6), "white"), Image.new("RGB", (6, 1500), "gray")]
+        results = scorer([fake.url]).score(stripes)
+        assert all(not r.fallback and not r.error for r in results)
+        assert all(max(im.size) / min(im.size) <= 50 for im in fake.images)
+    finally:
+        fake.close()
+
+
+def test_a_crop_the_server_rejects_is_a_flagged_fallback() -> None:
+    fake = QwenLimitServer(refuse=lambda image: image.size == (54, 40))
+    try:
+        images = crops(4)  # 40 x 30, 47 x 35, 54 x 40 and a 70 x 50 texture
+        results = scorer([fake.url]).score(images)
+        assert [bool(r.error) for r in results] == [False, False, True, False]
+        assert results[2].fallback and results[2].argmax == 1
+        assert "HTTP 400" in results[2].error and "image refused" in results[2].error
+    finally:
+        fake.close()
+
+
+# --- levels read by token id, against a tiny model's own logits ---------------------------------
+
+
+class TinyModelServer(FakeServer):
+    """A loopback OpenAI-compatible server that answers from a tiny random-weight model's own
+    next-token logits, the way vLLM's chat completions do: ``top_logprobs`` from the
+    log-softmax over the whole vocabulary; tokens as ``token_id:N`` when the request sets
+    ``return_tokens_as_token_ids`` (vLLM's extra parameter), else as the vocabulary's byte-level
+    strings ("Ġ8", as some vLLM releases return them); ``/tokenize`` and ``/detokenize`` beside
+    /v1 (vLLM's tokenizer endpoints) when ``endpoints``."""
+
+    def __init__(self, folder: Any, prompt_id: str, endpoints: bool) -> None:
+        from dogiqa.scoring.hf import HFScorer
+
+        section = {
+            "model": str(folder),
+            "revision": None,
+            "trust_remote_code": False,
+            "dtype": "float32",
+            "device": "cpu",
+            "batch_size": 1,
+            "max_pixels": 0,
+            "min_side": 28,
+            "local_files_only": True,
+        }
+        self.model = HFScorer.from_params(section, prompt_id, prompts.get(prompt_id).K, "logits")
+        self.tokenizer = self.model.adapter.tokenizer
+        self.endpoints = endpoints
+        super().__init__()
+
+    def route(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.endpoints and path == "/tokenize":
+            ids = self.tokenizer.encode(body["prompt"], add_special_tokens=False)
+            return 200, {"count": len(ids), "max_model_len": 4096, "tokens": ids}
+        if self.endpoints and path == "/detokenize":
+            return 200, {"prompt": self.tokenizer.decode(body["tokens"])}
+        return super().route(path, body)
+
+    def completion(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        import torch
+
+        with self.lock:
+            self.bodies.append(body)
+        parts = body["messages"][-1]["content"]
+        url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+        adapter = self.model.adapter
+        with self.lock, torch.inference_mode():
+            out = adapter.model(**adapter.inputs([image]), use_cache=False)
+        logprobs = torch.log_softmax(out.logits[0, -1].double(), dim=0)
+        values, ids = torch.topk(logprobs, body["top_logprobs"])
+        as_ids = body.get("return_tokens_as_token_ids")
+
+        def name(token: int) -> str:
+            return f"token_id:{token}" if as_ids else self.tokenizer.convert_ids_to_tokens(token)
+
+        tops = [
+            {"token": name(int(i)), "logprob": float(v)} for v, i in zip(values, ids, strict=True)
+        ]
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": self.tokenizer.decode([int(ids[0])])},
+            "finish_reason": "length",
+            "logprobs": {"content": [{**tops[0], "top_logprobs": tops}]},
+        }
+        return 200, {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [choice],
+        }
+
+
+def level_heavy(folder: Any) -> Any:
+    """The tiny model with the level tokens' head rows moved toward the final hidden state of
+    the scoring prompt, so that, as in a real VLM after this prompt, the levels take most of the
+    next-token probability and all of them are among the top 20 (with random weights most of
+    them are not)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from dogiqa.scoring.hf import level_token_ids
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    text = prompts.render_chat(processor, "paper_word_k7")
+    grey = Image.new("RGB", (64, 64), "gray")
+    inputs = processor(text=[text], images=[grey], return_tensors="pt")
+    head = model.get_output_embeddings()
+    hidden: list[Any] = []  # the head's input: the final hidden states
+    hook = head.register_forward_hook(lambda module, args, output: hidden.append(args[0]))
+    with torch.no_grad():
+        model(**inputs, use_cache=False)
+    hook.remove()
+    last = hidden[-1][0, -1]
+    with torch.no_grad():
+        for ids in level_token_ids(processor.tokenizer, 9):
+            head.weight[ids] += 8.0 * last / last.dot(last)  # about +8 on every level's logit
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from tiny_models import BUILDERS
+
+    root = tmp_path_factory.mktemp("tiny-openai")
+    return {name: level_heavy(build(root / name)) for name, build in BUILDERS.items()}
+
+
+def photo_crops() -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    sizes = [(40, 30), (64, 64), (120, 50), (33, 90)]
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+
+
+def compare_with_hf(server: TinyModelServer, prompt_id: str) -> list[Any]:
+    images = photo_crops()
+    by_server = scorer([server.url], prompt_id).score(images)
+    by_hf = server.model.score(images)
+    for a, b in zip(by_server, by_hf, strict=True):
+        assert np.abs(np.array(a.probs) - np.array(b.probs)).max() < 1e-6
+        assert a.level_mass == pytest.approx(b.level_mass, abs=1e-6)
+        assert a.levels_found == a.K and not a.fallback
+    return by_server
+
+
+def test_levels_by_token_id_match_the_hf_backend(tiny_dirs) -> None:
+    server = TinyModelServer(tiny_dirs["qwen2_5_vl"], "paper_word_k7", endpoints=True)
+    try:
+        compare_with_hf(server, "paper_word_k7")
+        assert all(body.get("return_tokens_as_token_ids") is True for body in server.bodies)
+    finally:
+        server.close()
+
+
+def test_byte_level_token_strings_still_map_every_level(tiny_dirs) -> None:
+    """The tiny Idefics3 vocabulary has " 8" as one token, returned as "Ġ8"."""
+    server = TinyModelServer(tiny_dirs["idefics3"], "paper_word_k7", endpoints=False)
+    try:
+        compare_with_hf(server, "paper_word_k7")
+        assert not any(body.get("return_tokens_as_token_ids") for body in server.bodies)
+        answer = server.completion(dict(server.bodies[0]))[1]["choices"][0]["logprobs"]
+        assert any(t["token"].startswith("Ġ") for t in answer["content"][0]["top_logprobs"])
+    finally:
+        server.close()
+
+
+def test_token_strings_are_read_by_id_or_text() -> None:
+    from dogiqa.scoring.openai_backend import token_level
+
+    ids = {11: 1, 12: 2, 13: 2}
+    assert token_level("token_id:13", 3, ids) == 2
+    assert token_level("token_id:99", 3, ids) is None
+    assert token_level("Ġ3", 3, None) == 3  # byte-level BPE: " 3"
+    assert token_level("\u25813", 3, None) == 3  # SentencePiece: " 3"
+    assert token_level(" 2", 3, None) == 2
+    assert token_level("23", 3, None) is None and token_level("Ġ9", 3, None) is None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -113,6 +115,7 @@ def test_sam2_generator_receives_exactly_the_params(
     segment_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import sam2.automatic_mask_generator as amg
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     from dogiqa.segmentation import sam2_backend
 
@@ -121,6 +124,7 @@ def test_sam2_generator_receives_exactly_the_params(
     class Recorder:
         def __init__(self, model: Any, **kwargs: Any) -> None:
             calls.append((model, kwargs))
+            self.predictor = SAM2ImagePredictor(SimpleNamespace(image_size=1024))
 
     model = object()
     monkeypatch.setattr(amg, "SAM2AutomaticMaskGenerator", Recorder)
@@ -229,3 +233,115 @@ def test_sam2_end_to_end_with_random_weights(segment_params: dict[str, Any]) -> 
         assert [r["kind"] for r in rows] == ["global", "whole"]
     for row in rows:
         assert 0 <= row["x0"] < row["x1"] <= 80 and 0 <= row["y0"] < row["y1"] <= 60
+
+
+# --- hole and sprinkle removal without the CUDA extension -----------------------------------
+
+
+def extension_stub() -> Any:
+    """Stands for SAM 2's compiled ``sam2._C`` (sam2/csrc/connected_components.cu,
+    ``get_connected_componnets``): for a uint8 (N, 1, H, W) CUDA tensor, the 8-connected
+    component label of every foreground pixel (0 on the background) and its component's area
+    (0 on the background). Written with scikit-image's labelling, independently of the backend."""
+    import torch
+    from skimage.measure import label
+
+    def get_connected_componnets(inputs: Any) -> list[Any]:
+        masks = inputs.numpy().astype(bool)
+        labels = np.zeros(masks.shape, dtype=np.int32)
+        counts = np.zeros(masks.shape, dtype=np.int32)
+        for n in range(masks.shape[0]):
+            lab = label(masks[n, 0], connectivity=2)
+            labels[n, 0] = lab
+            counts[n, 0] = np.where(lab > 0, np.bincount(lab.ravel())[lab], 0)
+        return [torch.from_numpy(labels), torch.from_numpy(counts)]
+
+    return type(
+        "ExtensionStub", (), {"get_connected_componnets": staticmethod(get_connected_componnets)}
+    )
+
+
+def low_res_masks() -> Any:
+    """Two 64 x 64 mask-logit maps. The first: a square with a 3 x 3 hole (filled at area 10)
+    and a 4 x 4 one (kept), a 2 x 2 speck (removed) and a diagonal line of 12 pixels (one
+    component of 12 under 8-connectivity: kept; twelve single pixels under 4-connectivity).
+    The second: a large blob."""
+    import torch
+
+    masks = torch.full((1, 2, 64, 64), -5.0)
+    masks[0, 0, 10:40, 10:40] = 5.0
+    masks[0, 0, 15:18, 15:18] = -5.0
+    masks[0, 0, 30:34, 30:34] = -5.0
+    masks[0, 0, 50:52, 50:52] = 5.0
+    for i in range(12):
+        masks[0, 0, 44 + i, 2 + i] = 5.0
+    masks[0, 1, 5:60, 30:60] = 5.0
+    return masks
+
+
+def test_connected_components_have_the_extension_semantics() -> None:
+    import torch
+
+    from dogiqa.segmentation.sam2_backend import connected_components
+
+    rng = np.random.default_rng(0)
+    masks = torch.from_numpy(rng.random((3, 1, 40, 50)) > 0.55)
+    labels, areas = connected_components(masks)
+    stub_labels, stub_areas = extension_stub().get_connected_componnets(masks.to(torch.uint8))
+    assert labels.dtype == torch.int32 and labels.shape == masks.shape
+    assert torch.equal(areas, stub_areas)
+    assert torch.equal(labels > 0, stub_labels > 0)
+    # Same partition: pixels share a label exactly when they share one in the reference.
+    for n in range(3):
+        ours, theirs = labels[n, 0].flatten().tolist(), stub_labels[n, 0].flatten().tolist()
+        pairs = set(zip(ours, theirs, strict=True))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+
+
+def test_sam2_fills_holes_and_drops_sprinkles_on_cpu(
+    segment_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segmenter's predictor post-processes as SAM 2 with its CUDA extension does, on the
+    CPU and without the extension (which the Makefile does not build)."""
+    import sys
+
+    import torch
+    from sam2.utils.transforms import SAM2Transforms
+
+    from dogiqa.segmentation.sam2_backend import Sam2Segmenter
+    from dogiqa.segmentation.sam2_backend import settings_from as sam2_settings
+
+    settings = sam2_settings(dict(segment_params["sam2"], min_mask_region_area=10))
+    segmenter = Sam2Segmenter(settings, model=SimpleNamespace(image_size=64))
+    transforms = segmenter.generator.predictor._transforms
+    assert (transforms.max_hole_area, transforms.max_sprinkle_area) == (10, 10)
+    masks = low_res_masks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SAM 2 warns when it skips the step
+        ours = transforms.postprocess_masks(masks, (64, 64))
+    assert ours[0, 0, 16, 16] > 0 and ours[0, 0, 31, 31] < 0  # hole of 9 filled, of 16 kept
+    assert ours[0, 0, 50, 50] < 0  # speck of 4 removed
+    assert ours[0, 0, 50, 8] > 0  # the diagonal line (12 pixels, 8-connected) stays
+    assert ours[0, 1, 30, 45] > 0  # the blob stays
+    # SAM 2's own post-processing with its extension (stubbed) gives the same masks.
+    monkeypatch.setitem(sys.modules, "sam2._C", extension_stub())
+    reference = SAM2Transforms(64, 0.0, max_hole_area=10, max_sprinkle_area=10)
+    assert torch.equal(ours, reference.postprocess_masks(masks, (64, 64)))
+
+
+def test_sam2_fingerprint_covers_everything_that_changes_masks(
+    segment_params: dict[str, Any],
+) -> None:
+    from dogiqa import segment
+
+    def fingerprint(**sam2: Any) -> str:
+        section = copy.deepcopy(segment_params)
+        section["backend"] = "sam2"
+        section["sam2"].update(sam2)
+        return segment.validate_params({"segment": section}).fingerprint
+
+    base = fingerprint()
+    assert fingerprint(device="cuda") != base  # floating-point results differ by device
+    assert fingerprint(points_per_batch=64) != base
+    assert fingerprint(min_mask_region_area=500) != base
+    assert fingerprint() == base

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dogiqa import rle
 from dogiqa.errors import DogIQAError, ImageError
@@ -123,3 +123,19 @@ def distinct_crops(regions: pd.DataFrame, crop_mode: str) -> int:
         records = group.to_dict("records")
         total += len({crop_key(r, height, width, crop_mode) for r in records})
     return total
+
+
+def pad_to_aspect(image: Image.Image, max_ratio: float) -> Image.Image:
+    """``image`` centred on black bars so that its long side is at most ``max_ratio`` times its
+    short side (unchanged when it already is). Padding, unlike stretching, keeps every pixel of
+    the region as it is; black is what ``mask`` crops put outside a region."""
+    width, height = image.size
+    if max(width, height) <= max_ratio * min(width, height):
+        return image
+    if width > height:
+        extra = math.ceil(width / max_ratio) - height
+        border = (0, extra // 2, 0, extra - extra // 2)
+    else:
+        extra = math.ceil(height / max_ratio) - width
+        border = (extra // 2, 0, extra - extra // 2, 0)
+    return ImageOps.expand(image, border=border, fill=0)

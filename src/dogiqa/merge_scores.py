@@ -20,7 +20,10 @@ from dogiqa.errors import DogIQAError
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("images", "images_scored", "regions_scored", "scorer_calls", "fallbacks")
+COUNTS = ("images", "images_scored", "regions_scored", "scorer_calls", "fallbacks", "errors")
+"""Summary counts that the merged summary sums over the shards."""
+LISTS = ("fallbacks_by_prompt", "skipped")
+"""Summary entries that it joins."""
 
 
 def _read_shard(
@@ -33,10 +36,16 @@ def _read_shard(
         if not path.exists():
             raise DogIQAError(
                 f"{paths.show(path)}: output of shard {shard} not found (run: python -m "
-                f"dogiqa.sharding score --dataset {dataset} --shard {shard})"
+                f"dogiqa score --dataset {dataset} --shard {shard})"
             )
     summary = io.read_json(summary_path, "shard summary")
     shown = paths.show(summary_path)
+    absent = [k for k in (*COUNTS, *LISTS) if k not in summary]
+    if absent:  # e.g. written before the summary counted errors
+        raise DogIQAError(
+            f"{shown}: shard summary lacks {', '.join(absent)} (written by another version of "
+            f"the score stage: rerun shard {shard})"
+        )
     if summary.get("shard") != str(shard):
         raise DogIQAError(
             f"{shown}: holds shard {summary.get('shard')!r}, not {shard} (stale output "

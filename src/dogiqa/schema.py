@@ -56,10 +56,26 @@ REGIONS = Table(
 SCORES = Table(
     "scores table",
     "score",
-    ("image", "region", "prompt_id", "K", "argmax", "expected", "raw", "fallback"),
-    text=("image", "prompt_id", "raw"),
+    (
+        "image",
+        "region",
+        "prompt_id",
+        "K",
+        "argmax",
+        "expected",
+        "raw",
+        "fallback",
+        "level_mass",
+        "levels_found",
+        "error",
+    ),
+    text=("image", "prompt_id", "raw", "error"),
 )
 """The level columns ``p1..pK`` sit between ``K`` and ``argmax`` (see :func:`score_columns`)."""
+SCORE_FIELDS = SCORES.columns[4:]
+"""The columns after ``p1..pK``: the fields of a crop's ``scoring.LevelScores``
+(``level_mass`` and ``levels_found`` empty where the readout does not measure them, ``error``
+empty unless the model raised for that crop)."""
 PREDICTIONS = Table(
     "predictions table",
     "aggregate",
@@ -78,8 +94,7 @@ METRICS_KEYS = ("dataset", "main", "skipped", "bootstrap_samples", "confidence",
 
 def score_columns(k: int) -> list[str]:
     """The scores table's columns for K levels."""
-    head, tail = SCORES.columns[:4], SCORES.columns[4:]
-    return [*head, *(f"p{i}" for i in range(1, k + 1)), *tail]
+    return [*SCORES.columns[:4], *(f"p{i}" for i in range(1, k + 1)), *SCORE_FIELDS]
 
 
 def in_subset(labels: pd.DataFrame) -> pd.Series:

@@ -248,9 +248,7 @@ def columns(k: int) -> list[str]:
 def _row(image: str, region: int, prompt_id: str, k: int, scores: LevelScores) -> dict[str, Any]:
     row: dict[str, Any] = {"image": image, "region": region, "prompt_id": prompt_id, "K": k}
     row.update({f"p{i}": p for i, p in enumerate(scores.probs, start=1)})
-    row.update(
-        argmax=scores.argmax, expected=scores.expected, raw=scores.raw, fallback=scores.fallback
-    )
+    row.update(scores.table_fields())
     return row
 
 
@@ -272,7 +270,8 @@ def _table(
             for prompt_id in settings.prompt_ids:
                 scores = per_prompt[prompt_id][position]
                 rows.append(_row(name, int(region), prompt_id, settings.K, scores))
-    return pd.DataFrame(rows, columns=columns(settings.K)), skipped
+    table = pd.DataFrame(rows, columns=columns(settings.K)).astype({"levels_found": "Int64"})
+    return table, skipped
 
 
 def settings_summary(settings: ScoreParams) -> dict[str, Any]:
@@ -307,6 +306,7 @@ def summarise(
             p: int(table.loc[table["prompt_id"] == p, "fallback"].sum())
             for p in settings.prompt_ids
         },
+        "errors": int((table["error"] != "").sum()),
         "skipped": skipped,
     }
 

@@ -11,21 +11,31 @@ A scorer's ``measure`` gives, per crop, the JSON value the score stage caches; i
 ``levels`` turns that value into level scores. For an MLLM the value is the level scores
 themselves (they depend on K and the prompt); for a classical metric it is the raw metric value,
 which depends on neither, so an ablation over K maps cached values again instead of rescoring.
+
+What the MLLM backends share lives here too: :func:`prepare_crop` brings every crop within the
+limits of every model's processor before any processor sees it, :func:`find_level_token_ids`
+finds the level tokens from a tokenizer's encode/decode, and :class:`CropErrors` turns an error
+raised for one crop into a flagged fallback while an error that means the setup is wrong (out of
+memory, missing files, wrong environment) stops the stage with one line.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from dogiqa import prompts
-from dogiqa.errors import ParamError
+from dogiqa import crops, prompts, schema
+from dogiqa.errors import DogIQAError, ParamError
+
+log = logging.getLogger(__name__)
 
 BACKENDS: dict[str, str] = {
     "classical": "dogiqa.scoring.classical",
@@ -34,6 +44,10 @@ BACKENDS: dict[str, str] = {
 }
 """``score.backend`` -> the module that defines its ``BACKEND``."""
 READOUTS = ("logits", "generate")
+# Qwen2-VL's processor refuses an aspect ratio above 200 (``smart_resize`` in transformers'
+# models/qwen2_vl/image_processing_qwen2_vl.py) and vLLM answers such a request with HTTP 400;
+# crops are padded to at most 50, well inside that, for every MLLM backend.
+MAX_ASPECT = 50.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,14 @@ class LevelScores:
     """Generated text (generate mode), the continuous classical score, or empty."""
     fallback: bool
     """True when no level could be read; the crop then scores level 1 (the authors' rule)."""
+    level_mass: float | None = None
+    """Next-token probability on the level tokens the readout read (logits readout of an MLLM;
+    None where not measured: classical scorers, generate readout)."""
+    levels_found: int | None = None
+    """How many of the K levels the readout found (an OpenAI-compatible server returns only its
+    top log-probabilities); None where not measured."""
+    error: str = ""
+    """One line when the model or processor raised for this crop (then ``fallback`` is true)."""
 
     @property
     def K(self) -> int:  # noqa: N802 (the paper's symbol)
@@ -62,17 +84,28 @@ class LevelScores:
             "expected": self.expected,
             "raw": self.raw,
             "fallback": self.fallback,
+            "level_mass": self.level_mass,
+            "levels_found": self.levels_found,
+            "error": self.error,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LevelScores:
+        mass, found = data.get("level_mass"), data.get("levels_found")
         return cls(
             tuple(float(p) for p in data["probs"]),
             int(data["argmax"]),
             float(data["expected"]),
             str(data["raw"]),
             bool(data["fallback"]),
+            None if mass is None else float(mass),
+            None if found is None else int(found),
+            str(data.get("error", "")),
         )
+
+    def table_fields(self) -> dict[str, Any]:
+        """This score's cells of the scores table (``schema.SCORE_FIELDS``)."""
+        return {name: getattr(self, name) for name in schema.SCORE_FIELDS}
 
 
 def from_probs(probs: Sequence[float], raw: str = "", fallback: bool = False) -> LevelScores:
@@ -87,13 +120,25 @@ def from_probs(probs: Sequence[float], raw: str = "", fallback: bool = False) ->
     )
 
 
-def from_logits(logits: Sequence[float], raw: str = "") -> LevelScores:
-    """Scores from the K level logits: softmax over the levels only (-inf: probability 0)."""
+def from_logits(
+    logits: Sequence[float], raw: str = "", log_norm: float | None = None
+) -> LevelScores:
+    """Scores from the K level logits: softmax over the levels only (-inf: probability 0).
+
+    ``log_norm``, the log of the normaliser over the whole vocabulary (0 for log-probabilities),
+    gives ``level_mass``, the next-token probability on the levels; ``levels_found`` counts the
+    finite logits."""
     z = np.asarray(logits, dtype=np.float64)
+    found = int(np.isfinite(z).sum())
     if np.any(np.isnan(z)) or np.any(z == np.inf) or not np.any(np.isfinite(z)):
-        return fallback_scores(len(z), raw)
-    e = np.exp(z - z.max())
-    return from_probs(e / e.sum(), raw)
+        scores = fallback_scores(len(z), raw)
+        return replace(scores, levels_found=found, level_mass=None if log_norm is None else 0.0)
+    top = z.max()
+    e = np.exp(z - top)
+    mass = None
+    if log_norm is not None:
+        mass = float(min(1.0, math.exp(top + math.log(e.sum()) - log_norm)))
+    return replace(from_probs(e / e.sum(), raw), level_mass=mass, levels_found=found)
 
 
 def one_hot(level: int, k: int, raw: str = "", fallback: bool = False) -> LevelScores:
@@ -105,6 +150,11 @@ def one_hot(level: int, k: int, raw: str = "", fallback: bool = False) -> LevelS
 def fallback_scores(k: int, raw: str = "") -> LevelScores:
     """The authors' rule when no level can be read: level 1, flagged."""
     return one_hot(1, k, raw, fallback=True)
+
+
+def error_scores(k: int, error: str) -> LevelScores:
+    """A crop whose model or processor call raised: the authors' fallback, with the error."""
+    return replace(fallback_scores(k), error=error)
 
 
 def from_position(position: float, k: int, raw: str = "") -> LevelScores:
@@ -152,6 +202,115 @@ def resize_crop(image: Image.Image, min_side: int = 1, max_pixels: int = 0) -> I
     if scale > 1:
         size = (max(size[0], min_side), max(size[1], min_side))
     return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def prepare_crop(image: Image.Image, min_side: int = 1, max_pixels: int = 0) -> Image.Image:
+    """A crop every MLLM processor accepts: padded to an aspect ratio of at most ``MAX_ASPECT``
+    (a 1500 x 6 region is no error), then resized as :func:`resize_crop` does."""
+    return resize_crop(crops.pad_to_aspect(image.convert("RGB"), MAX_ASPECT), min_side, max_pixels)
+
+
+def find_level_token_ids(
+    k: int,
+    encode: Callable[[str], list[int]],
+    decode: Callable[[int], str],
+    lookup: Callable[[str], int | None] | None = None,
+) -> list[list[int]]:
+    """Single-token spellings of each level 1..K: the bare digit, and the digit with a leading
+    space where the vocabulary has one token for it, found from how the tokenizer encodes the
+    digit alone and after a word, with and without a space (``encode`` without special tokens;
+    ``decode`` of one token id; ``lookup``, where given, the vocabulary entry of the digit).
+    A token counts when it decodes to the digit, spaces aside."""
+    levels: list[list[int]] = []
+    for level in range(1, k + 1):
+        digit = str(level)
+        found: list[int] = []
+        candidates = [lookup(digit)] if lookup is not None else []
+        for text in (digit, " " + digit, "x" + digit, "x " + digit):
+            encoded = encode(text)
+            candidates.append(encoded[-1] if encoded else None)
+        for token in candidates:
+            if token is None or token in found:
+                continue
+            if decode(token).strip() == digit:
+                found.append(int(token))
+        if not found:
+            raise DogIQAError(f"the model's tokenizer has no single token for level {digit}")
+        levels.append(found)
+    return levels
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (one line, whatever the exception says)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def setup_problem(exc: BaseException) -> str | None:
+    """What is wrong with the setup when ``exc`` means that (it would recur for every crop), or
+    None for an error that belongs to one crop (a processor or model refusing that input)."""
+    text = first_line(exc)
+    if isinstance(exc, DogIQAError):
+        return str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return f"out of memory ({text}); lower the batch size or max_pixels, or use a larger device"
+    if isinstance(exc, ImportError):
+        return f"the environment lacks a module the model needs ({text})"
+    if isinstance(exc, OSError):
+        return f"a file the model needs is missing or unreadable ({text})"
+    if isinstance(exc, AttributeError | TypeError | NotImplementedError):
+        # e.g. remote code written for another transformers release (a removed method, a
+        # keyword the installed signature lacks): every crop would fail alike.
+        return f"the model's code does not run in this environment ({text})"
+    return None
+
+
+class CropErrors:
+    """Per-crop error policy of a scorer: ``call(fn, crops)`` returns ``fn(crops)``, or, when
+    that raises an error of one crop, scores each crop alone and flags the failing ones as
+    fallbacks carrying the error. Setup errors stop the stage with one DogIQAError line, and so
+    does a run whose first ``limit`` crops all fail (a broken setup that raises ordinary
+    errors)."""
+
+    def __init__(self, k: int, what: str, limit: int = 8) -> None:
+        self.k = k
+        self.what = what
+        self.limit = limit
+        self.errors = 0
+        self.successes = 0
+        self._lock = threading.Lock()  # the openai backend scores crops in threads
+
+    def call(
+        self, fn: Callable[[list[Image.Image]], list[LevelScores]], batch: list[Image.Image]
+    ) -> list[LevelScores]:
+        try:
+            out = fn(batch)
+        except Exception as exc:  # classified right here: setup error or this crop's
+            self._stop_if_setup(exc)
+            if len(batch) > 1:  # find the crop that fails; the others score normally
+                return [score for crop in batch for score in self.call(fn, [crop])]
+            return [self._flag(exc)]
+        with self._lock:
+            self.successes += len(out)
+        return out
+
+    def _stop_if_setup(self, exc: BaseException) -> None:
+        problem = setup_problem(exc)
+        if problem is not None:
+            raise DogIQAError(f"{self.what}: {problem}") from None
+
+    def _flag(self, exc: BaseException) -> LevelScores:
+        line = first_line(exc)
+        with self._lock:
+            self.errors += 1
+            hopeless = self.successes == 0 and self.errors >= self.limit
+        if hopeless:
+            raise DogIQAError(
+                f"{self.what}: the first {self.errors} crops all failed, so the setup is wrong "
+                f"rather than the crops (last: {line})"
+            ) from None
+        log.warning("%s: a crop failed and scores as a flagged fallback: %s", self.what, line)
+        return error_scores(self.k, line)
 
 
 class Scorer(Protocol):
@@ -230,12 +389,14 @@ def prompt_unit(
     neutral: Sequence[str],
     build: Callable[[Mapping[str, Any]], Scorer],
     code: str,
+    resolve: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
 ) -> list[ScorerUnit]:
     """The one scorer of an MLLM backend ``name``: its scores depend on K, the prompt's text, the
     readout, the backend's ``code`` version and every setting of ``score.<name>`` except the
-    ``neutral`` ones (throughput, endpoints, credentials)."""
+    ``neutral`` ones (throughput, endpoints, credentials), as ``resolve`` gives them (a backend
+    resolves a setting such as ``auto`` to the value it runs with)."""
     prompt = check_prompt_levels(section)
-    sub = subsection(section, name)
+    sub = resolve(subsection(section, name))
     settings = {
         "K": int(section["K"]),
         "prompt": [prompt.id, prompt.system, prompt.user],

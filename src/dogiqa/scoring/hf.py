@@ -10,16 +10,29 @@ level argmax is the greedy token whenever a level token wins the whole vocabular
 and level 1 with the fallback flag when that fails or is outside 1..K. Its distribution is
 one-hot at the parsed level.
 
-Weights load in fp32 on CPU and in bf16 (or fp16 where bf16 is unsupported) on CUDA unless
-``dtype`` says otherwise. The paper's mPLUG-Owl3 has its own remote code and processor API; it
-goes through :class:`MPlugOwl3Adapter` (one crop per call).
+The K level logits are computed in fp32 from the final hidden state and the level tokens' rows
+of the output embedding (captured at the LM head's input), not read from the head's output: in
+bf16 that output has a step of 0.125 at typical magnitudes (24.03 and 23.95 both become 24.0),
+which would make ties common. The full (model-dtype) logits give only the normaliser of
+``level_mass``, the next-token probability on the levels.
+
+Weights load in fp32 on CPU and in bf16 on CUDA, or in fp32 where the GPU has no bf16 (V100,
+T4: Qwen2-family models overflow in fp16), unless ``dtype`` says otherwise. The paper's
+mPLUG-Owl3 has its own remote code and processor API; it goes through :class:`MPlugOwl3Adapter`
+(one crop per call), in the environment its code was written for (``make venv-paper``).
+
+Crops pass :func:`dogiqa.scoring.prepare_crop` first (aspect ratio, size); an error raised for
+one crop makes it a flagged fallback, an error that means the setup is wrong stops the stage
+(:class:`dogiqa.scoring.CropErrors`).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -30,15 +43,18 @@ from dogiqa import config, prompts
 from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
+    CropErrors,
     LevelScorer,
     LevelScores,
     ScorerBackend,
     fallback_scores,
+    find_level_token_ids,
+    first_line,
     from_logits,
     one_hot,
     parse_level,
+    prepare_crop,
     prompt_unit,
-    resize_crop,
 )
 from dogiqa.scoring.models import ResolvedModel, resolve
 
@@ -75,36 +91,123 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: torch.device, fp16_overflows: bool = False) -> torch.dtype:
+    """The weights' dtype: ``auto`` is fp32 on CPU, bf16 on CUDA and fp32 on a GPU without bf16
+    (fp16 overflows in Qwen2-family models: every crop would be NaN). fp16 only when asked, with
+    a warning for a model known to overflow in it."""
     if name != "auto":
+        if DTYPES[name] == torch.float16 and fp16_overflows:
+            log.warning(
+                "score: score.hf.dtype is float16, in which this model is known to overflow "
+                "(NaN logits make every crop a fallback); bfloat16 or float32 avoid it"
+            )
         return DTYPES[name]
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def transformers_version() -> str:
+    """The installed transformers release (read without importing it)."""
+    return metadata.version("transformers")
+
+
+def dtype_keyword(version: str | None = None) -> str:
+    """The ``from_pretrained`` keyword of the weights' dtype: ``dtype`` from transformers 4.56
+    on, ``torch_dtype`` before (4.37.2, the paper environment's, knows only that one)."""
+    from packaging.version import Version
+
+    installed = version if version is not None else transformers_version()
+    return "dtype" if Version(installed) >= Version("4.56") else "torch_dtype"
 
 
 def level_token_ids(tokenizer: Any, k: int) -> list[list[int]]:
-    """Single-token spellings of each level 1..K: the bare digit, and the digit with a leading
-    space where the vocabulary has one token for it (found from how the tokenizer itself
-    encodes the digit after a word, with and without a space)."""
-    levels: list[list[int]] = []
-    for level in range(1, k + 1):
-        digit = str(level)
-        found: list[int] = []
-        candidates = [tokenizer.convert_tokens_to_ids(digit)]
-        for text in (digit, " " + digit, "x" + digit, "x " + digit):
-            encoded = tokenizer.encode(text, add_special_tokens=False)
-            if encoded:
-                candidates.append(encoded[-1])
-        for token in candidates:
-            if token is None or token == tokenizer.unk_token_id or token in found:
-                continue
-            if tokenizer.decode([token]).strip() == digit:
-                found.append(int(token))
-        if not found:
-            raise DogIQAError(f"the model's tokenizer has no single token for level {digit}")
-        levels.append(found)
-    return levels
+    """Single-token spellings of each level 1..K in ``tokenizer``'s vocabulary (see
+    :func:`dogiqa.scoring.find_level_token_ids`)."""
+
+    def lookup(digit: str) -> int | None:
+        token = tokenizer.convert_tokens_to_ids(digit)
+        return None if token == tokenizer.unk_token_id else token
+
+    return find_level_token_ids(
+        k,
+        lambda text: tokenizer.encode(text, add_special_tokens=False),
+        lambda token: tokenizer.decode([token]),
+        lookup,
+    )
+
+
+def output_head(model: Any) -> Any:
+    """The LM head (``get_output_embeddings()``), or None when the model does not expose one."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return head if isinstance(getattr(head, "weight", None), torch.Tensor) else None
+
+
+@contextmanager
+def head_input(model: Any) -> Iterator[list[torch.Tensor]]:
+    """Captures the LM head's input (the final hidden states) during the forward passes run
+    inside the block; yields the list they are appended to (empty without a head)."""
+    captured: list[torch.Tensor] = []
+    head = output_head(model)
+    if head is None:
+        yield captured
+        return
+    handle = head.register_forward_hook(lambda module, args, output: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+class LevelReadout:
+    """Level logits in fp32 from the final hidden state and the level rows of the LM head."""
+
+    def __init__(self, model: Any, ids: Sequence[int]) -> None:
+        self.ids = list(ids)
+        self.head = output_head(model)
+        self.warned = False
+
+    def __call__(
+        self, logits: torch.Tensor, hidden: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, len(ids)) level logits and (n,) log-normalisers over the vocabulary, from the
+        model's next-token ``logits`` (n, V) and the head's input at that position (n, d)."""
+        ids = torch.tensor(self.ids, device=logits.device)
+        given = logits.index_select(1, ids).float()
+        levels = given
+        if self.head is not None and hidden is not None:
+            rows = self.head.weight.index_select(0, ids.to(self.head.weight.device)).float()
+            exact = hidden.float().to(rows.device) @ rows.T
+            bias = getattr(self.head, "bias", None)
+            if bias is not None:
+                exact = exact + bias.index_select(0, ids.to(bias.device)).float()
+            exact = exact.to(logits.device)
+            if self._plain_head(exact, given, logits.dtype):
+                levels = exact
+        full = logits.float().clone()
+        full[:, ids] = levels
+        log_norm = torch.logsumexp(full, dim=1)
+        return levels.double().cpu().numpy(), log_norm.double().cpu().numpy()
+
+    def _plain_head(self, exact: torch.Tensor, given: torch.Tensor, dtype: torch.dtype) -> bool:
+        """Whether the head is the plain linear map (no soft-capping, no scaling): its output
+        equals ours up to the rounding of its dtype. Otherwise the model's logits are used."""
+        step = torch.finfo(dtype).eps if dtype.is_floating_point else 1e-6
+        tolerance = 4 * step * (exact.abs() + 1) + 1e-4
+        if bool(((exact - given).abs() <= tolerance).all()):
+            return True
+        if not self.warned:
+            log.warning(
+                "score: the LM head is not a plain linear map; level logits are read from the "
+                "model's output in its dtype"
+            )
+            self.warned = True
+        return False
+
+
+def _load_error(source: str, exc: Exception) -> DogIQAError:
+    return DogIQAError(f"cannot load model {source}: {first_line(exc)}")
 
 
 class AutoAdapter:
@@ -122,6 +225,19 @@ class AutoAdapter:
         self.dtype = next(model.parameters()).dtype
         params = inspect.signature(model.forward).parameters
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._readouts: dict[tuple[int, ...], LevelReadout] = {}
+
+    @staticmethod
+    def load_kwargs(
+        resolved: ResolvedModel, dtype: torch.dtype, local_files_only: bool, version: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """Keyword arguments of ``from_pretrained``: ``processor`` and ``model``."""
+        common = {
+            "revision": resolved.revision,
+            "trust_remote_code": resolved.trust_remote_code,
+            "local_files_only": local_files_only,
+        }
+        return {"processor": common, "model": {**common, dtype_keyword(version): dtype}}
 
     @classmethod
     def load(
@@ -134,19 +250,12 @@ class AutoAdapter:
     ) -> AutoAdapter:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        kwargs = {
-            "revision": resolved.revision,
-            "trust_remote_code": resolved.trust_remote_code,
-            "local_files_only": local_files_only,
-        }
+        kwargs = cls.load_kwargs(resolved, dtype, local_files_only, None)
         try:
-            processor = AutoProcessor.from_pretrained(resolved.source, **kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(
-                resolved.source, dtype=dtype, **kwargs
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DogIQAError(f"cannot load model {resolved.source}: {first}") from None
+            processor = AutoProcessor.from_pretrained(resolved.source, **kwargs["processor"])
+            model = AutoModelForImageTextToText.from_pretrained(resolved.source, **kwargs["model"])
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            raise _load_error(resolved.source, exc) from None
         return cls(model.to(device), processor, prompt)
 
     def inputs(self, crops: Sequence[Image.Image]) -> Any:
@@ -156,9 +265,15 @@ class AutoAdapter:
         return batch.to(self.device, self.dtype)
 
     @torch.inference_mode()
-    def next_token_logits(self, crops: Sequence[Image.Image]) -> torch.Tensor:
-        out = self.model(**self.inputs(crops), use_cache=False, **self._keep)
-        return out.logits[:, -1, :].float().cpu()
+    def level_logits(
+        self, crops: Sequence[Image.Image], ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass: the fp32 logits of token ``ids`` at the next position of every
+        crop (n, len(ids)) and the log-normaliser over the vocabulary (n,)."""
+        readout = self._readouts.setdefault(tuple(ids), LevelReadout(self.model, ids))
+        with head_input(self.model) as hidden:
+            out = self.model(**self.inputs(crops), use_cache=False, **self._keep)
+        return readout(out.logits[:, -1, :], hidden[-1][:, -1, :] if hidden else None)
 
     @torch.inference_mode()
     def generate(self, crops: Sequence[Image.Image], max_new_tokens: int = 1) -> list[str]:
@@ -174,21 +289,64 @@ class AutoAdapter:
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
+# mPLUG-Owl3's remote code (modeling_mplugowl3.py, modeling_hyper_qwen2.py of
+# mPLUG/mPLUG-Owl3-7B-240728) was written for transformers 4.37.2: from 4.50 on PreTrainedModel
+# no longer brings ``generate`` (GenerationMixin), 5.x moved SiglipVisionTransformer and removed
+# DynamicCache.from_legacy_cache. The paper environment (requirements-paper.txt) pins 4.37.2.
+MPLUG_OWL3_TRANSFORMERS = "4.37.2"
+MPLUG_OWL3_BREAKS_FROM = "4.50"
+
+
+def check_mplug_owl3_environment(version: str | None = None) -> None:
+    """DogIQAError (one line) when the installed transformers cannot run mPLUG-Owl3's code."""
+    from packaging.version import Version
+
+    installed = version if version is not None else transformers_version()
+    if Version(installed) >= Version(MPLUG_OWL3_BREAKS_FROM):
+        raise DogIQAError(
+            f"mPLUG-Owl3's remote code needs transformers {MPLUG_OWL3_TRANSFORMERS} (its authors' "
+            f"release) but this environment has {installed}: run this stage in the paper "
+            "environment (make venv-paper; see README, GPU notes)"
+        )
+    if installed != MPLUG_OWL3_TRANSFORMERS:
+        log.warning(
+            "score: mPLUG-Owl3 was released for transformers %s; this environment has %s",
+            MPLUG_OWL3_TRANSFORMERS,
+            installed,
+        )
+
+
 class MPlugOwl3Adapter:
     """mPLUG-Owl3 through its own remote code, as its model card shows: AutoModel +
     AutoTokenizer, ``model.init_processor(tokenizer)``, messages whose user text carries the
-    ``<|image|>`` marker, and an empty assistant turn. One crop per call."""
+    ``<|image|>`` marker, and an empty assistant turn. One crop per call.
+
+    Its processor (processing_mplugowl3.py) rewrites ``messages[i]["content"]`` in place, one
+    ``<|image|>`` becoming one marker per image slice, and asserts that the markers count the
+    images: every call gets fresh messages. The forward pass gets ``use_cache=False`` (with the
+    config's default, True, the remote code builds a DynamicCache through
+    ``from_legacy_cache``, and a single forward pass needs no cache)."""
 
     def __init__(self, model: Any, tokenizer: Any, prompt: prompts.Prompt) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.processor = model.init_processor(tokenizer)
-        self.messages = [{"role": "system", "content": prompt.system}] if prompt.system else []
-        self.messages += [
-            {"role": "user", "content": prompt.user},
-            {"role": "assistant", "content": ""},
-        ]
+        self.prompt = prompt
         self.device = next(model.parameters()).device
+        self._readouts: dict[tuple[int, ...], LevelReadout] = {}
+
+    @staticmethod
+    def load_kwargs(
+        resolved: ResolvedModel, dtype: torch.dtype, local_files_only: bool, version: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """Keyword arguments of ``from_pretrained``: ``tokenizer`` and ``model``."""
+        common = {
+            "revision": resolved.revision,
+            "trust_remote_code": True,
+            "local_files_only": local_files_only,
+        }
+        model = {**common, dtype_keyword(version): dtype, "attn_implementation": "sdpa"}
+        return {"tokenizer": common, "model": model}
 
     @classmethod
     def load(
@@ -199,31 +357,47 @@ class MPlugOwl3Adapter:
         device: torch.device,
         local_files_only: bool,
     ) -> MPlugOwl3Adapter:
+        check_mplug_owl3_environment()
         from transformers import AutoModel, AutoTokenizer
 
-        kwargs = {
-            "revision": resolved.revision,
-            "trust_remote_code": True,
-            "local_files_only": local_files_only,
-        }
+        kwargs = cls.load_kwargs(resolved, dtype, local_files_only, None)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs)
-            model = AutoModel.from_pretrained(
-                resolved.source, dtype=dtype, attn_implementation="sdpa", **kwargs
-            )
+            tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs["tokenizer"])
+            model = AutoModel.from_pretrained(resolved.source, **kwargs["model"])
         except (OSError, ValueError, KeyError, ImportError) as exc:
-            raise DogIQAError(f"cannot load model {resolved.source}: {exc}") from None
+            raise _load_error(resolved.source, exc) from None
         return cls(model.to(device), tokenizer, prompt)
 
+    def messages(self) -> list[dict[str, str]]:
+        """A new message list (the processor edits the one it is given)."""
+        system = [{"role": "system", "content": self.prompt.system}] if self.prompt.system else []
+        return [
+            *system,
+            {"role": "user", "content": self.prompt.user},
+            {"role": "assistant", "content": ""},
+        ]
+
     def _inputs(self, crop: Image.Image) -> Any:
-        inputs = self.processor(self.messages, images=[crop], videos=None).to(self.device)
-        inputs.pop("image_sizes", None)  # returned by the processor, not taken by the model
+        inputs = self.processor(self.messages(), images=[crop], videos=None).to(self.device)
+        inputs.pop("image_sizes", None)  # returned by some processors, not taken by the model
         return inputs
 
     @torch.inference_mode()
-    def next_token_logits(self, crops: Sequence[Image.Image]) -> torch.Tensor:
-        rows = [self.model(**self._inputs(c)).logits[0, -1, :].float().cpu() for c in crops]
-        return torch.stack(rows)
+    def level_logits(
+        self, crops: Sequence[Image.Image], ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`AutoAdapter.level_logits`, one forward pass per crop."""
+        readout = self._readouts.setdefault(tuple(ids), LevelReadout(self.model, ids))
+        rows, norms = [], []
+        for crop in crops:
+            with head_input(self.model) as hidden:
+                out = self.model(**self._inputs(crop), use_cache=False)
+            levels, log_norm = readout(
+                out.logits[:, -1, :], hidden[-1][:, -1, :] if hidden else None
+            )
+            rows.append(levels[0])
+            norms.append(log_norm[0])
+        return np.stack(rows), np.asarray(norms)
 
     @torch.inference_mode()
     def generate(self, crops: Sequence[Image.Image], max_new_tokens: int = 1) -> list[str]:
@@ -259,6 +433,7 @@ class HFScorer(LevelScorer):
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.level_ids = level_token_ids(adapter.tokenizer, self.K)
+        self.errors = CropErrors(self.K, f"score ({prompt.id})")
 
     @classmethod
     def from_params(
@@ -269,7 +444,7 @@ class HFScorer(LevelScorer):
             raise ParamError("score.prompt", f"{prompt_id} has K={prompt.K} but score.K is {k}")
         resolved = resolve(section["model"], section.get("revision"), section["trust_remote_code"])
         device = pick_device(section["device"])
-        dtype = pick_dtype(section["dtype"], device)
+        dtype = pick_dtype(section["dtype"], device, resolved.fp16_overflows)
         loader = MPlugOwl3Adapter if resolved.loader == "mplug_owl3" else AutoAdapter
         log.info("score: loading %s (%s, %s)", resolved.source, device, dtype)
         adapter = loader.load(resolved, prompt, dtype, device, section["local_files_only"])
@@ -282,18 +457,24 @@ class HFScorer(LevelScorer):
             section["min_side"],
         )
 
-    def level_logits(self, crops: Sequence[Image.Image]) -> np.ndarray:
-        """(n, K) level logits: per level, the larger logit of its spellings."""
-        logits = self.adapter.next_token_logits(crops)
-        columns = [logits[:, ids].max(dim=1).values for ids in self.level_ids]
-        return torch.stack(columns, dim=1).double().numpy()
+    def level_logits(self, crops: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K) level logits in fp32 (per level, the larger logit of its spellings) and the
+        (n,) log-normalisers over the vocabulary."""
+        flat = [token for ids in self.level_ids for token in ids]
+        logits, log_norm = self.adapter.level_logits(crops, flat)
+        columns, start = [], 0
+        for ids in self.level_ids:
+            columns.append(logits[:, start : start + len(ids)].max(axis=1))
+            start += len(ids)
+        return np.stack(columns, axis=1), log_norm
 
     def _prepare(self, crops: Sequence[Image.Image]) -> list[Image.Image]:
-        return [resize_crop(c, self.min_side, self.max_pixels) for c in crops]
+        return [prepare_crop(c, self.min_side, self.max_pixels) for c in crops]
 
     def _score_batch(self, crops: list[Image.Image]) -> list[LevelScores]:
         if self.readout == "logits":
-            return [from_logits(row) for row in self.level_logits(crops)]
+            levels, log_norm = self.level_logits(crops)
+            return [from_logits(row, log_norm=z) for row, z in zip(levels, log_norm, strict=True)]
         out = []
         for text in self.adapter.generate(crops, max_new_tokens=1):
             level = parse_level(text, self.K)
@@ -306,12 +487,27 @@ class HFScorer(LevelScorer):
         prepared = self._prepare(crops)
         out: list[LevelScores] = []
         for start in range(0, len(prepared), self.batch_size):
-            out += self._score_batch(prepared[start : start + self.batch_size])
+            out += self.errors.call(self._score_batch, prepared[start : start + self.batch_size])
         return out
 
 
-NEUTRAL_SETTINGS = ("batch_size", "local_files_only")
-"""Settings of ``score.hf`` that do not change the scores."""
+NEUTRAL_SETTINGS = ("local_files_only",)
+"""Settings of ``score.hf`` that do not change the scores (``batch_size`` does: padding a batch
+changes bf16 logits)."""
+
+
+def fingerprint_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``score.hf`` as the cache fingerprint records it: ``dtype`` resolved to the dtype the
+    weights load in on this machine (``auto``: fp32 on CPU, bf16 or fp32 on CUDA), since that,
+    not the word ``auto``, shapes the logits."""
+    dtype = section["dtype"]
+    if dtype == "auto":
+        wanted = section["device"]
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = str(pick_dtype("auto", torch.device(wanted))).removeprefix("torch.")
+    return {**section, "dtype": dtype}
+
 
 BACKEND = ScorerBackend(
     check=check_params,
@@ -321,5 +517,6 @@ BACKEND = ScorerBackend(
         NEUTRAL_SETTINGS,
         lambda s: HFScorer.from_params(s["hf"], s["prompt"], int(s["K"]), s["readout"]),
         code_version(HFScorer, resolve),
+        fingerprint_settings,
     ),
 )

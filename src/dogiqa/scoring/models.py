@@ -37,6 +37,8 @@ class ModelSpec:
     trust_remote_code: bool
     """True when the model's classes live in its repository, not in transformers."""
     note: str = ""
+    fp16_overflows: bool = False
+    """True for models whose activations overflow in fp16 (Qwen2-VL family): NaN logits."""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -45,19 +47,22 @@ MODELS: dict[str, ModelSpec] = {
         revision="eff25bcdc02ff1b513c25f376d761ec1ab6dfa1b",
         loader="mplug_owl3",
         trust_remote_code=True,
-        note="the paper's model (fp16, sdpa); its remote code targets transformers 4.4x",
+        note="the paper's model (fp16, sdpa); its remote code needs transformers 4.37.2 "
+        "(make venv-paper)",
     ),
     "qwen2.5-vl-7b": ModelSpec(
         repo="Qwen/Qwen2.5-VL-7B-Instruct",
         revision="cc594898137f460bfe9f0759e9844b3ce807cfb5",
         loader="auto",
         trust_remote_code=False,
+        fp16_overflows=True,
     ),
     "qwen2.5-vl-3b": ModelSpec(
         repo="Qwen/Qwen2.5-VL-3B-Instruct",
         revision="66285546d2b821cf421d4f5eb2576359d3770cd3",
         loader="auto",
         trust_remote_code=False,
+        fp16_overflows=True,
     ),
     "smolvlm": ModelSpec(
         repo="HuggingFaceTB/SmolVLM-Instruct",
@@ -84,19 +89,27 @@ class ResolvedModel:
     loader: str
     trust_remote_code: bool
     local: bool
+    fp16_overflows: bool = False
+
+
+# Architectures (config.json ``model_type``) whose activations overflow in fp16.
+FP16_OVERFLOW_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def is_pinned(revision: str | None) -> bool:
     return revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision) is not None
 
 
-def _local_needs_remote_code(folder: Path) -> tuple[str, bool]:
-    """(loader, needs remote code) of a saved model folder, from its config.json."""
+def _local_config(folder: Path) -> dict:
     config_file = folder / "config.json"
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+        return json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise ParamError("score.hf.model", f"{folder}: no readable config.json") from None
+
+
+def _local_needs_remote_code(config: dict) -> tuple[str, bool]:
+    """(loader, needs remote code) of a saved model folder, from its config.json."""
     if config.get("model_type") == "mplugowl3":
         return "mplug_owl3", True
     return "auto", "auto_map" in config
@@ -109,12 +122,19 @@ def resolve(
     when they refuse it; a logged warning, if ``warn``, when the revision is unpinned)."""
     folder = Path(model).expanduser()
     if folder.is_dir():
-        loader, needs_code = _local_needs_remote_code(folder)
-        resolved = ResolvedModel(str(folder), None, loader, needs_code, local=True)
+        config = _local_config(folder)
+        loader, needs_code = _local_needs_remote_code(config)
+        overflows = config.get("model_type") in FP16_OVERFLOW_TYPES
+        resolved = ResolvedModel(str(folder), None, loader, needs_code, True, overflows)
     elif model in MODELS:
         spec = MODELS[model]
         resolved = ResolvedModel(
-            spec.repo, revision or spec.revision, spec.loader, spec.trust_remote_code, local=False
+            spec.repo,
+            revision or spec.revision,
+            spec.loader,
+            spec.trust_remote_code,
+            local=False,
+            fp16_overflows=spec.fp16_overflows,
         )
     else:
         if "/" not in model:

@@ -8,8 +8,25 @@ data URL (JPEG would add its own distortion to what is being rated), ``max_token
 
 ``logits`` readout: the level tokens' log-probabilities among the returned top-N (a level's
 value is the larger of its spellings "5" / " 5"; levels outside the top N get probability 0),
-softmax over the levels. No level token in the top N is a fallback. ``generate`` readout: the
-generated token through ``int()``, as the authors' code.
+softmax over the levels. No level token in the top N is a fallback. Each crop records
+``levels_found`` (how many of the K levels were among the top N) and ``level_mass`` (their
+next-token probability), so a readout that missed levels shows in the scores table.
+
+Levels are read by token id where the server says which ids they are: vLLM's ``/tokenize`` and
+``/detokenize`` endpoints (served beside ``/v1``) find the level tokens of the served model's own
+tokenizer, as the hf backend does, and the request asks for ``return_tokens_as_token_ids``
+(vLLM's chat-completions extra parameter: tokens come back as ``token_id:N``). A server without
+those endpoints is read by token text, decoded from byte-level BPE ("Ġ5" is " 5", as some vLLM
+releases return them) and SentencePiece ("▁5") spellings. Restricting the next token with vLLM's
+``allowed_token_ids`` would not bring more levels into the answer: vLLM's V1 sampler computes
+the returned log-probabilities from the raw logits, before that whitelist applies
+(vllm/v1/sample/sampler.py, ``logprobs_mode`` ``raw_logprobs``, the default).
+
+``generate`` readout: the generated token through ``int()``, as the authors' code.
+
+Crops pass :func:`dogiqa.scoring.prepare_crop` first (vLLM answers HTTP 400 for an aspect ratio
+above 200 with Qwen2-VL models). A crop the server rejects (HTTP 400, 413, 422) becomes a flagged
+fallback carrying the server's message.
 
 Retries: the ``openai`` client retries connection errors, timeouts, 408/409/429 and 5xx with
 exponential backoff (0.5 s doubling, up to 8 s), ``retries`` times. What cannot work (unknown
@@ -21,8 +38,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import math
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,18 +52,28 @@ from dogiqa import config, prompts
 from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
+    CropErrors,
     LevelScorer,
     LevelScores,
     ScorerBackend,
     fallback_scores,
+    find_level_token_ids,
     from_logits,
     one_hot,
     parse_level,
+    prepare_crop,
     prompt_unit,
-    resize_crop,
 )
 
 log = logging.getLogger(__name__)
+
+TOKEN_ID = re.compile(r"token_id:(\d+)")
+# A server that rejects one request for what it holds (the image): that crop's own error.
+CROP_STATUSES = (400, 413, 422)
+
+
+class CropRejected(Exception):
+    """The server refused the request of one crop (HTTP 400, 413 or 422)."""
 
 
 def check_params(section: Mapping[str, Any]) -> None:
@@ -75,14 +102,70 @@ def data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def level_logprobs(top_logprobs: Sequence[Mapping[str, Any]], k: int) -> np.ndarray:
+def token_text(token: str) -> str:
+    """The text of a returned token string: byte-level BPE symbols decoded ("Ġ5" is " 5"),
+    SentencePiece's word marker read as a space ("▁5" is " 5"); other strings unchanged."""
+    from tokenizers import decoders
+
+    return decoders.ByteLevel().decode([token]).replace("\u2581", " ")
+
+
+def token_level(token: str, k: int, id_levels: Mapping[int, int] | None) -> int | None:
+    """The level (1..K) a returned token stands for, or None: ``token_id:N`` through the level
+    token ids, any other string through its text (the digit alone, spaces aside)."""
+    match = TOKEN_ID.fullmatch(token)
+    if match:
+        return id_levels.get(int(match.group(1))) if id_levels else None
+    text = token_text(token).strip()
+    level = parse_level(text, k)
+    return level if level is not None and text == str(level) else None
+
+
+def level_logprobs(
+    top_logprobs: Sequence[Mapping[str, Any]], k: int, id_levels: Mapping[int, int] | None = None
+) -> np.ndarray:
     """Per level 1..K, the largest log-probability among its spellings; -inf when absent."""
     values = np.full(k, -np.inf)
     for entry in top_logprobs:
-        level = parse_level(str(entry["token"]), k)
-        if level is not None and str(entry["token"]).strip() == str(level):
+        level = token_level(str(entry["token"]), k, id_levels)
+        if level is not None:
             values[level - 1] = max(values[level - 1], float(entry["logprob"]))
     return values
+
+
+def server_root(base_url: str) -> str:
+    """Where vLLM serves /tokenize and /detokenize: the base URL without its /v1."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def server_level_ids(
+    base_url: str, model: str, k: int, timeout: float, api_key: str | None = None
+) -> dict[int, int] | None:
+    """Level token id -> level, from the server's own tokenizer (vLLM's /tokenize and
+    /detokenize); None when the server has no such endpoints."""
+    import httpx
+
+    root = server_root(base_url)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(timeout=timeout, headers=headers) as http:
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            answer = http.post(root + path, json={"model": model, **body})
+            answer.raise_for_status()
+            return answer.json()
+
+        def encode(text: str) -> list[int]:
+            return list(post("/tokenize", {"prompt": text, "add_special_tokens": False})["tokens"])
+
+        def decode(token: int) -> str:
+            return str(post("/detokenize", {"tokens": [token]})["prompt"])
+
+        try:
+            levels = find_level_token_ids(k, encode, decode)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+    return {token: level for level, ids in enumerate(levels, start=1) for token in ids}
 
 
 class OpenAIScorer(LevelScorer):
@@ -103,6 +186,8 @@ class OpenAIScorer(LevelScorer):
     ) -> None:
         from openai import OpenAI
 
+        self.api_key = api_key
+        self.timeout = timeout
         self.base_urls = list(base_urls)
         self.model = model
         self.prompt = prompt
@@ -117,8 +202,11 @@ class OpenAIScorer(LevelScorer):
             for url in self.base_urls
         ]
         self._checked: set[int] = set()
+        self._level_ids: dict[int, dict[int, int] | None] = {}
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self._next = 0
+        self.errors = CropErrors(self.K, f"score ({prompt.id})")
 
     @classmethod
     def from_params(
@@ -149,9 +237,15 @@ class OpenAIScorer(LevelScorer):
         return index, self.clients[index]
 
     def _check_model(self, index: int) -> None:
-        """Once per server: the model must be among those it serves."""
+        """Once per server: the model must be among those it serves; and where the server says
+        which token ids the levels are, those ids."""
         if index in self._checked:
             return
+        with self._check_lock:  # the first requests arrive together, from several threads
+            if index not in self._checked:
+                self._check_server(index)
+
+    def _check_server(self, index: int) -> None:
         import openai
 
         try:
@@ -163,7 +257,14 @@ class OpenAIScorer(LevelScorer):
                 f"server {self.base_urls[index]} does not serve model "
                 f"{self.model!r} (it serves {served})"
             )
+        ids = None
+        if self.readout == "logits":
+            url = self.base_urls[index]
+            ids = server_level_ids(url, self.model, self.K, self.timeout, self.api_key)
+            if ids is None:
+                log.info("score: %s has no /tokenize; levels are read by token text", url)
         with self._lock:
+            self._level_ids[index] = ids
             self._checked.add(index)
 
     def _describe(self, index: int, exc: Exception) -> str:
@@ -184,6 +285,7 @@ class OpenAIScorer(LevelScorer):
         import openai
 
         index, client = self._client()
+        extra = {"return_tokens_as_token_ids": True} if self._level_ids.get(index) else None
         try:
             response = client.chat.completions.create(
                 model=self.model,
@@ -192,15 +294,20 @@ class OpenAIScorer(LevelScorer):
                 temperature=0.0,
                 logprobs=True,
                 top_logprobs=self.top_logprobs,
+                extra_body=extra,
             )
+        except openai.APIStatusError as exc:
+            if exc.status_code in CROP_STATUSES:
+                raise CropRejected(self._describe(index, exc)) from None
+            raise DogIQAError(self._describe(index, exc)) from None
         except openai.APIError as exc:
             raise DogIQAError(self._describe(index, exc)) from None
         if not response.choices:
             raise DogIQAError(f"server {self.base_urls[index]} returned no choices")
         return index, response.choices[0]
 
-    def score_one(self, crop: Image.Image) -> LevelScores:
-        index, choice = self._request(resize_crop(crop, 1, self.max_pixels))
+    def _score_prepared(self, crop: Image.Image) -> LevelScores:
+        index, choice = self._request(crop)
         text = (choice.message.content or "") if choice.message else ""
         if self.readout == "generate":
             level = parse_level(text, self.K)
@@ -211,10 +318,15 @@ class OpenAIScorer(LevelScorer):
                 f"server {self.base_urls[index]} returned no top_logprobs; the logits readout "
                 "needs them (vLLM: --max-logprobs >= score.openai.top_logprobs)"
             )
-        values = level_logprobs([t.model_dump() for t in content[0].top_logprobs], self.K)
-        if not any(math.isfinite(v) for v in values):
-            return fallback_scores(self.K)
-        return from_logits(values)
+        first = content[0]
+        entries = [{"token": first.token, "logprob": first.logprob}]  # the chosen token
+        entries += [t.model_dump() for t in first.top_logprobs]
+        values = level_logprobs(entries, self.K, self._level_ids.get(index))
+        return from_logits(values, log_norm=0.0)  # log-probabilities: normaliser 1
+
+    def score_one(self, crop: Image.Image) -> LevelScores:
+        prepared = prepare_crop(crop, 1, self.max_pixels)
+        return self.errors.call(lambda batch: [self._score_prepared(batch[0])], [prepared])[0]
 
     def score(self, crops: list[Image.Image]) -> list[LevelScores]:
         if len(crops) <= 1 or self.concurrency == 1:

@@ -3,6 +3,15 @@
 The paper configuration (the authors' code) is SAM 2 (v1) Hiera-Large built with the
 post-processing overrides of ``sam2.build_sam.build_sam2`` and the generator settings in
 params.yaml. The model is built once per segmenter; the checkpoint must exist locally.
+
+Hole and sprinkle removal: with ``min_mask_region_area`` > 0 the generator's predictor fills
+background components and drops foreground components up to that area in the low-resolution
+masks (``SAM2Transforms.postprocess_masks``, sam2/utils/transforms.py). SAM 2 labels those
+components with its compiled CUDA extension (``sam2._C``, ``get_connected_components`` in
+sam2/utils/misc.py) and silently skips the step, with a warning, where the extension is absent or
+the tensor is on the CPU; so a CPU run and a GPU install would keep different masks. Here the
+components are labelled with scipy (8-connectivity, the extension's semantics) on every device,
+so the post-processing runs, with the same result, whatever the install.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.segmentation import SegmenterBackend
 
 PREFIX = "segment.sam2"
+# Part of the segment cache fingerprint: masks made before this post-processing differ.
+POSTPROCESS = "holes-sprinkles-scipy-cc8"
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
 DEVICES = ("cpu", "cuda")
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -105,6 +116,64 @@ def build_model(settings: Sam2Settings) -> Any:
         ) from None
 
 
+def connected_components(mask: Any) -> tuple[Any, Any]:
+    """``sam2.utils.misc.get_connected_components`` without the CUDA extension: for a binary
+    (N, 1, H, W) tensor, the 8-connected component label of every foreground pixel (0 on the
+    background) and the area of its component (0 on the background), int32, on the mask's
+    device. Labels are numbered per mask; only ``label > 0`` and the areas are used upstream."""
+    import torch
+    from scipy import ndimage
+
+    flat = mask.detach().to("cpu", torch.bool).numpy()
+    labels = np.zeros(flat.shape, dtype=np.int32)
+    areas = np.zeros(flat.shape, dtype=np.int32)
+    eight = np.ones((3, 3), dtype=bool)
+    for index in np.ndindex(flat.shape[:2]):
+        label, _ = ndimage.label(flat[index], structure=eight)
+        labels[index] = label
+        areas[index] = np.bincount(label.ravel())[label] * (label > 0)
+    return torch.from_numpy(labels).to(mask.device), torch.from_numpy(areas).to(mask.device)
+
+
+def _transforms_class() -> type:
+    from sam2.utils.transforms import SAM2Transforms
+
+    class Transforms(SAM2Transforms):
+        """SAM2Transforms whose ``postprocess_masks`` (sam2/utils/transforms.py) labels
+        components with :func:`connected_components` and never skips the step."""
+
+        def postprocess_masks(self, masks: Any, orig_hw: Any) -> Any:
+            import torch
+            import torch.nn.functional as F  # noqa: N812 (torch's convention)
+
+            masks = masks.float()
+            flat = masks.flatten(0, 1).unsqueeze(1)  # both steps read the input masks
+            if self.max_hole_area > 0:
+                labels, areas = connected_components(flat <= self.mask_threshold)
+                holes = ((labels > 0) & (areas <= self.max_hole_area)).reshape_as(masks)
+                masks = torch.where(holes, self.mask_threshold + 10.0, masks)
+            if self.max_sprinkle_area > 0:
+                labels, areas = connected_components(flat > self.mask_threshold)
+                sprinkles = ((labels > 0) & (areas <= self.max_sprinkle_area)).reshape_as(masks)
+                masks = torch.where(sprinkles, self.mask_threshold - 10.0, masks)
+            return F.interpolate(masks, orig_hw, mode="bilinear", align_corners=False)
+
+    return Transforms
+
+
+def with_cpu_postprocessing(predictor: Any) -> Any:
+    """``predictor`` (a SAM2ImagePredictor) with its transforms replaced by ones whose hole and
+    sprinkle removal runs without the CUDA extension; every other setting is kept."""
+    old = predictor._transforms
+    predictor._transforms = _transforms_class()(
+        resolution=old.resolution,
+        mask_threshold=old.mask_threshold,
+        max_hole_area=old.max_hole_area,
+        max_sprinkle_area=old.max_sprinkle_area,
+    )
+    return predictor
+
+
 def _to_mask(segmentation: Any) -> np.ndarray:
     if isinstance(segmentation, np.ndarray):
         return segmentation.astype(bool)
@@ -129,6 +198,7 @@ class Sam2Segmenter:
         self.settings = settings
         self.model = model if model is not None else build_model(settings)
         self.generator = SAM2AutomaticMaskGenerator(self.model, **settings.generator)
+        with_cpu_postprocessing(self.generator.predictor)
 
     def masks(self, image: np.ndarray) -> list[np.ndarray]:
         import torch
@@ -139,8 +209,10 @@ class Sam2Segmenter:
 
 
 def result_settings(section: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that change the masks: all but the device and the batch size."""
-    return {k: v for k, v in section.items() if k not in ("device", "points_per_batch")}
+    """The ``segment.sam2`` settings that change the masks, for the segment cache fingerprint:
+    all of them (the device and the batch size change the floating-point results near the
+    thresholds), plus the post-processing implementation."""
+    return {**section, "postprocess": POSTPROCESS}
 
 
 BACKEND = SegmenterBackend(
