@@ -109,6 +109,11 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
         _whole_study("evaluate_external"),
         False,
     ),
+    "site": (
+        "the executed notebooks, tables and benchmarks as a website in reports/site",
+        _whole_study("site"),
+        False,
+    ),
 }
 
 
