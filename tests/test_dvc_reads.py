@@ -50,6 +50,8 @@ def _install():
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
+            if mode is None and not os.path.isabs(path) and not os.path.exists(path):
+                return  # os.open relative to a dir_fd, which the event does not carry (rmtree)
             if isinstance(mode, str):
                 writes = any(c in mode for c in "wax+")
             else:
@@ -89,9 +91,9 @@ def _merge(base: dict, changes: dict) -> None:
 
 
 def _small_project(root: Path) -> None:
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "README.md"):  # README: the site's front page
         shutil.copy(ROOT / name, root / name)
-    for name in ("src", "notebooks"):
+    for name in ("src", "notebooks", "reports/bench"):  # bench: measured outside the pipeline
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     (root / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")

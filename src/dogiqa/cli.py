@@ -150,6 +150,11 @@ COMMANDS: dict[str, Command] = {
         lambda m, a, p: m.main(check=a.check, write=a.write),
         _dvc_deps_arguments,
     ),
+    "site": Command(
+        "dogiqa.site",
+        "the executed notebooks, tables and benchmarks as a website in reports/site",
+        _whole_study,
+    ),
 }
 """Command name -> what runs it. dvc.yaml's stages call these commands."""
 

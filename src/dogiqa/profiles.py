@@ -27,6 +27,7 @@ STAGE_MODULES = (
     "evaluate",
     "segment_stats",
     "report",
+    "site",
 )
 
 
