@@ -104,6 +104,11 @@ STAGES: dict[str, tuple[str, Callable[[argparse.Namespace], Any], bool]] = {
     ),
     "aggregate": ("combine region scores into predictions", _per_dataset("aggregate"), True),
     "evaluate": ("SRCC/PLCC/KRCC of predictions against MOS", _per_dataset("evaluate"), True),
+    "select": (
+        "uniform and difficult sample selection, compared with seed 003's released lists",
+        _whole_study("selection"),
+        False,
+    ),
     "evaluate-external": (
         "metrics of the cached outputs of other models",
         _whole_study("evaluate_external"),
