@@ -120,6 +120,11 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "dogiqa.evaluate", "SRCC/PLCC/KRCC of predictions against MOS", _per_dataset, _dataset
     ),
+    "select": Command(
+        "dogiqa.selection",
+        "uniform and difficult sample selection, compared with seed 003's released lists",
+        _whole_study,
+    ),
     "evaluate-external": Command(
         "dogiqa.evaluate_external", "metrics of the cached outputs of other models", _whole_study
     ),

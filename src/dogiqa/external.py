@@ -12,6 +12,9 @@ stage; the local mirror's ``external/`` has the same layout):
 - ``pyiqa_predictions/{LIVEC,SPAQ}/<metric>.csv``: per-image predictions of pyiqa metrics, two
   columns (prediction, ground-truth MOS) in label-file order, without image names
   (github.com/Dniaaa/GMC, ``data/LIVEC`` and ``data/SPAQ``).
+- ``mllms_for_iqa/{SPAQ,AGIQA3K,NR_KADID}/``: seed 003's released 150-image uniform and difficult
+  lists, and per-image MOS with rating deviations for SPAQ and AGIQA-3k
+  (github.com/TianheWu/MLLMs-for-IQA @b9036ca, ``data/``); read by :mod:`dogiqa.selection`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ DOGIQA_COMMIT = "138203b66ff8b728ddcb591643169a9b785d50bb"
 AUTHORS_LIVEC = "dogiqa_authors/livec_global_only_7word.json"
 QBENCH_DIR = "qbench"
 PYIQA_DIR = "pyiqa_predictions"
+MLLMS_FOR_IQA_DIR = "mllms_for_iqa"
+MLLMS_FOR_IQA_COMMIT = "b9036ca"
 
 SOURCES = {
     "dogiqa_authors": (
@@ -44,6 +49,10 @@ SOURCES = {
     ),
     "qbench": "Q-Bench per-image logits, github.com/Q-Future/Q-Bench leaderboards/IQA_outputs",
     "pyiqa": "pyiqa predictions, github.com/Dniaaa/GMC data/{LIVEC,SPAQ}",
+    "mllms_for_iqa": (
+        "seed 003's released lists, github.com/TianheWu/MLLMs-for-IQA "
+        f"@{MLLMS_FOR_IQA_COMMIT} data/"
+    ),
 }
 
 EXTERNAL_RESOURCES: dict[str, Resource] = {
@@ -73,6 +82,16 @@ EXTERNAL_RESOURCES: dict[str, Resource] = {
         manual=(
             "copy data/LIVEC/*.csv and data/SPAQ/*.csv (the metrics listed in the manifest) from "
             "https://github.com/Dniaaa/GMC to data/raw/external/pyiqa_predictions/{LIVEC,SPAQ}/"
+        ),
+    ),
+    "mllms_for_iqa": Resource(
+        dest=MLLMS_FOR_IQA_DIR,
+        mirror=f"external/{MLLMS_FOR_IQA_DIR}",
+        manifest="external_mllms_for_iqa.sha256",
+        manual=(
+            "copy data/{SPAQ,AGIQA3K,NR_KADID}/*.txt (the files listed in the manifest) of "
+            f"https://github.com/TianheWu/MLLMs-for-IQA at commit {MLLMS_FOR_IQA_COMMIT} to "
+            "data/raw/external/mllms_for_iqa/{SPAQ,AGIQA3K,NR_KADID}/"
         ),
     ),
 }

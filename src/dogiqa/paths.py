@@ -20,6 +20,7 @@ LABELS = DATA / "labels"
 REGIONS = DATA / "regions"
 SCORES = DATA / "scores"
 PREDICTIONS = DATA / "predictions"
+SELECTIONS = DATA / "selections"
 CACHE = DATA / "cache"
 REPORTS = Path("reports")
 TABLES = REPORTS / "tables"
@@ -35,6 +36,7 @@ STAGE_DIRS = {
     "regions": REGIONS,
     "scores": SCORES,
     "predictions": PREDICTIONS,
+    "selections": SELECTIONS,
     "metrics": METRICS,
     "plots": PLOTS,
 }

@@ -26,6 +26,7 @@ STAGE_MODULES = (
     "aggregate",
     "evaluate",
     "segment_stats",
+    "selection",
     "report",
     "site",
 )

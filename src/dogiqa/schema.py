@@ -83,6 +83,27 @@ PREDICTIONS = Table(
     text=("image", "variant"),
 )
 
+SELECTIONS = Table(
+    "selections table",
+    "select",
+    (
+        "image",
+        "mos",
+        "std",
+        "mos01",
+        "std01",
+        "proxy",
+        "difficulty",
+        "uniform",
+        "difficult",
+        "released_uniform",
+        "released_difficult",
+    ),
+    text=("image",),
+)
+"""Seed 003's sample selections of a dataset; one column per proxy member sits before ``proxy``
+(docs/data_contracts.md)."""
+
 REGION_KINDS = ("global", "mask", "complement", "whole")
 """``global`` is the whole image (region 0); the others are Algorithm 1's final regions."""
 LOCAL_KINDS = ("mask", "complement", "whole")
