@@ -4,6 +4,7 @@ stripped so that re-executing unchanged inputs leaves the same file."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,16 @@ def test_notebook_params_must_be_mappings():
         report.validate_params({"report": {"notebooks": {"x": [1, 2]}}})
     with pytest.raises(ParamError, match="report.notebooks: must map each notebook"):
         report.validate_params({"report": {"notebooks": ["01_upper_bound"]}})
+
+
+def test_committed_reports_name_files_relative_to_the_project() -> None:
+    """What a reader gets from git holds no path of the machine that made it: executed notebooks
+    and benchmark results name files relative to the project root."""
+    root = Path(__file__).resolve().parents[1] / "reports"
+    absolute = re.compile(r"""(?:PosixPath\(|["'])/(?:home|work|tmp|root|Users|mnt)/""")
+    found = [
+        path.relative_to(root).as_posix()
+        for path in sorted([*root.glob("*.ipynb"), *(root / "bench").glob("*.json")])
+        if absolute.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
