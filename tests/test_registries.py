@@ -87,7 +87,7 @@ def test_mllm_fingerprints_follow_k_and_the_prompt_but_not_throughput() -> None:
 
 
 def test_segment_fingerprint_leaves_out_the_sam2_device() -> None:
-    params = {"segment": {**PARAMS["segment"], "backend": "sam2"}}
+    params = {"segment": {**PARAMS["segment"], "backend": "sam2"}, "sample": PARAMS["sample"]}
     base = segment.validate_params(params).fingerprint
     params["segment"]["sam2"] = {**params["segment"]["sam2"], "device": "cuda"}
     assert segment.validate_params(params).fingerprint == base

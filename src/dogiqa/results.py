@@ -77,14 +77,14 @@ class Setting:
 def setting(params: Mapping[str, Any]) -> Setting:
     score, segment = params["score"], params["segment"]
     backend = score["backend"]
+    standard: str | None = None
     if backend in MLLM_BACKENDS:
-        # Prompt ids are <style>_<standard>_k<K> (dogiqa.prompts); one prompt per run.
-        family, model, scorers = "mllm", model_name(score[backend]["model"]), ["prompt"]
-        standard: str | None = str(score["prompt"]).split("_")[1]
+        family, model, scorers = "mllm", model_name(score[backend]["model"]), 1  # one prompt
+        standard = str(score["prompt"]).split("_")[1]  # ids are <style>_<standard>_k<K>
     else:
-        scorers = score.get(backend, {}).get("scorer", backend)
-        scorers = scorers if isinstance(scorers, list) else [scorers]
-        family, model, standard = "classical", ", ".join(map(str, scorers)), None
+        listed = score.get(backend, {}).get("scorer", backend)
+        listed = listed if isinstance(listed, list) else [listed]
+        family, model, scorers = "classical", ", ".join(map(str, listed)), len(listed)
     ensemble = params.get("aggregate", {}).get("ensemble", "all")
     return Setting(
         family=family,
@@ -94,7 +94,7 @@ def setting(params: Mapping[str, Any]) -> Setting:
         crop=score["crop"],
         segmenter=segment["backend"],
         sample=int(params["sample"]["size"]),
-        scorers=len(scorers) if ensemble == "all" else len(ensemble),
+        scorers=scorers if ensemble == "all" else len(ensemble),
     )
 
 
@@ -207,6 +207,23 @@ def main_readout(report: Mapping[str, Any]) -> str:
     return report["main"].split(":")[1].split("@")[0]
 
 
+def _cell_result(
+    run: StudyRun, dataset: str, cell: Cell, loaded: dict[tuple[str, str], Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """The run's variant and metrics for ``cell`` when the run shares the cell's setting and
+    has produced them; ``loaded`` keeps the metrics files read."""
+    if dataset not in run.datasets or not run.shares_setting(cell):
+        return None
+    if (run.name, dataset) not in loaded:
+        loaded[run.name, dataset] = run.metrics(dataset)
+    report = loaded[run.name, dataset]
+    if report is None:
+        return None
+    variant = f"{cell.variant}:{main_readout(report)}"
+    result = report["variants"].get(variant)
+    return None if result is None else (variant, result)
+
+
 def cell_values(
     study: Sequence[StudyRun],
     wanted: Iterable[tuple[str, str, Cell]],
@@ -221,19 +238,13 @@ def cell_values(
     """
     reproduced: list[dict[str, Any]] = []
     own: dict[tuple[str, str, str], dict[str, Any]] = {}
+    loaded: dict[tuple[str, str], Any] = {}
     for label, dataset, cell in wanted:
-        filled = False
-        for run in study:
-            report = run.metrics(dataset) if dataset in run.datasets else None
-            if report is None or not run.shares_setting(cell):
-                continue
-            variant = f"{cell.variant}:{main_readout(report)}"
-            result = report["variants"].get(variant)
-            if result is None:
-                continue
+        found = [(run, hit) for run in study if (hit := _cell_result(run, dataset, cell, loaded))]
+        first = next((run for run, _ in found if run.reproduces(cell)), None)
+        for run, (variant, result) in found:
             for metric in metrics:
-                key = (label, dataset, metric)
-                if run.reproduces(cell) and not filled:
+                if run is first:
                     source = f"{run.metrics_source(dataset)} [{variant}; n={result['n']}]"
                     reproduced.append(
                         {
@@ -246,8 +257,7 @@ def cell_values(
                         }
                     )
                 else:
-                    own.setdefault(key, {})[run.column] = result[metric]
-            filled = filled or run.reproduces(cell)
+                    own.setdefault((label, dataset, metric), {})[run.column] = result[metric]
     reproduced_frame = pd.DataFrame(
         reproduced,
         columns=["label", "dataset", "metric", "configuration", "reproduced", "source"],

@@ -75,7 +75,7 @@ REGION_KINDS = ("global", "mask", "complement", "whole")
 LOCAL_KINDS = ("mask", "complement", "whole")
 
 METRICS_KEYS = ("dataset", "main", "skipped", "bootstrap_samples", "confidence", "variants")
-"""Top-level keys of ``reports/metrics/<ds>.json``; per variant the keys of
+"""Top-level keys of ``reports/metrics/<run>/<ds>.json``; per variant the keys of
 ``dogiqa.metrics.evaluate``."""
 
 
