@@ -49,10 +49,10 @@ def _per_dataset(module: Any, args: argparse.Namespace, params: dict[str, Any]) 
     return module.run(args.dataset, params)
 
 
-def _per_run(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
+def _per_run(module: Any, args: argparse.Namespace, params: dict[str, Any], **extra: Any) -> Any:
     """A run's stage on one dataset: params.yaml as the run's profile changes it."""
     seen = runs.stage_params(params, args.run, args.dataset)
-    return module.run(args.dataset, seen, run_name=args.run)
+    return module.run(args.dataset, seen, run_name=args.run, **extra)
 
 
 def _whole_study(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
@@ -62,11 +62,6 @@ def _whole_study(module: Any, args: argparse.Namespace, params: dict[str, Any]) 
 def _score_arguments(parser: argparse.ArgumentParser) -> None:
     _run_dataset(parser)
     parser.add_argument("--shard", help="I or I/N: score only shard I of the N in score.shards")
-
-
-def _score(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
-    seen = runs.stage_params(params, args.run, args.dataset)
-    return module.run(args.dataset, seen, shard=args.shard, run_name=args.run)
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +128,7 @@ COMMANDS: dict[str, Command] = {
     "score": Command(
         "dogiqa.score",
         "score the whole image and every region crop",
-        _score,
+        lambda m, a, p: _per_run(m, a, p, shard=a.shard),
         _score_arguments,
     ),
     "merge-scores": Command(
