@@ -171,17 +171,14 @@ class StudyRun:
 
     def metrics(self, dataset: str) -> dict[str, Any] | None:
         """Every variant's metrics (``reports/metrics/<run>/<ds>.json``), None before the run."""
-        path = paths.metrics_file(dataset, run=self.name)
-        return io.read_json(path, "metrics") if path.exists() else None
+        return load_metrics(dataset, self.name)
 
     def predictions(self, dataset: str) -> pd.DataFrame | None:
-        path = paths.predictions_table(dataset, run=self.name)
-        return io.read_table(schema.PREDICTIONS, path) if path.exists() else None
+        return load_predictions(dataset, self.name)
 
     def summary(self, kind: str, dataset: str) -> dict[str, Any] | None:
         """A stage's summary (kind: regions, scores, predictions), or None."""
-        path = paths.summary(kind, dataset, run=self.name)
-        return io.read_json(path, f"{kind} summary") if path.exists() else None
+        return load_summary(kind, dataset, self.name)
 
     def metrics_source(self, dataset: str) -> str:
         """The metrics file as the report tables cite it (relative to the project root)."""
@@ -278,7 +275,19 @@ def add_run_columns(table: pd.DataFrame, own: pd.DataFrame, keys: list[str]) -> 
     return table.merge(own[[*keys, *columns]], on=keys, how="left")
 
 
-# --- the default run, for callers without a run (score-image) -------------------------------
+# --- one run's files, by name (the default run unless named) --------------------------------
+
+
+def load_metrics(dataset: str, run: str = paths.DEFAULT_RUN) -> dict[str, Any] | None:
+    """A run's metrics of a dataset (``reports/metrics/<run>/<ds>.json``), None before the run."""
+    path = paths.metrics_file(dataset, run=run)
+    return io.read_json(path, "metrics") if path.exists() else None
+
+
+def load_predictions(dataset: str, run: str = paths.DEFAULT_RUN) -> pd.DataFrame | None:
+    """A run's predictions table of a dataset, None before the run."""
+    path = paths.predictions_table(dataset, run=run)
+    return io.read_table(schema.PREDICTIONS, path) if path.exists() else None
 
 
 def load_summary(kind: str, dataset: str, run: str = paths.DEFAULT_RUN) -> dict[str, Any] | None:
