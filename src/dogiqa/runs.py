@@ -146,17 +146,29 @@ def _flow(entries: dict[str, dict[str, str]]) -> Any:
     return out
 
 
+def _null_representer() -> Any:
+    """ruamel's round-trip representer writing None as ``null``, as params.yaml spells it (the
+    class is derived, so ruamel's own stays as other writers expect it)."""
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class NullRepresenter(RoundTripRepresenter):
+        pass
+
+    NullRepresenter.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    return NullRepresenter
+
+
 def write(path: Path, enable: str | None = None, disable: str | None = None) -> dict[str, Run]:
     """Switch a run on or off (optional) and rewrite ``run_datasets`` in the params file at
     ``path``, keeping its comments; return the runs."""
     from ruamel.yaml import YAML
 
     yaml_rt = YAML()
+    yaml_rt.Representer = _null_representer()
     yaml_rt.preserve_quotes = True
     yaml_rt.width = 4096
-    yaml_rt.representer.add_representer(  # null as params.yaml writes it, not an empty value
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
     document = yaml_rt.load(path.read_text(encoding="utf-8"))
     section = document.get("runs") if isinstance(document, dict) else None
     for name, value in ((enable, True), (disable, False)):
