@@ -1,5 +1,7 @@
 # The study's two entry points: `make repro` (the DVC pipeline, default CPU configuration) and
 # `make test` (the test suite). Both create the virtual environment they need on first use.
+# `make pull` / `make push` fetch / publish the runs' cached outputs through the DVC remote
+# (.dvc/config; README "Sharing runs"); `make repro` never needs a remote.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +14,7 @@ PAPER_BIN := $(abspath $(PAPER_VENV))/bin
 PAPER_STAMP := $(PAPER_VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv venv-paper paper-signatures repro test test-fast lint bench clean-venv
+.PHONY: venv venv-paper paper-signatures repro pull push test test-fast lint bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +49,15 @@ repro: venv
 	# clone without a DVC remote has the raw inputs before DVC verifies that record.
 	PATH="$(BIN):$$PATH" dvc repro download download_external
 	PATH="$(BIN):$$PATH" dvc repro
+
+# The outputs of every enabled run (and the raw inputs and labels) that the default remote, or
+# REMOTE=name, holds; what it lacks is reported and left to `make repro`.
+pull: venv
+	PATH="$(BIN):$$PATH" dvc pull --allow-missing $(if $(REMOTE),--remote $(REMOTE))
+
+push: venv
+	PATH="$(BIN):$$PATH" python -m dogiqa runs --check
+	PATH="$(BIN):$$PATH" dvc push $(if $(REMOTE),--remote $(REMOTE))
 
 test: venv
 	PATH="$(BIN):$$PATH" python -m pytest -q

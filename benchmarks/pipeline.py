@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
 
 from dogiqa import crops as region_crops  # noqa: E402
-from dogiqa import io, paths  # noqa: E402
+from dogiqa import io, paths, runs  # noqa: E402
 from dogiqa.images import load_rgb  # noqa: E402
 from dogiqa.scoring.classical import SCORERS, ClassicalScorer  # noqa: E402
 
@@ -91,8 +91,9 @@ def run_measured(args: Sequence[str], cwd: Path, env: dict[str, str]) -> dict[st
 def measure_stages(size: int, root: Path) -> dict[str, Any]:
     """Run every per-dataset stage once on ``size`` images in a fresh project ``root``."""
     params = default_params()
-    params["datasets"] = [DATASET]
-    params["download"]["subset_size"] = size
+    params["runs"] = {paths.DEFAULT_RUN: {"profile": "cpu", "datasets": [DATASET], "enabled": True}}
+    params["run_datasets"] = runs.stage_items(runs.declared(params))
+    params["sample"]["size"] = size
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = environment(ROOT / "src")
     out: dict[str, Any] = {"seconds": {}, "peak_rss_mib": {}}
@@ -174,8 +175,8 @@ def measure_repro(root: Path) -> dict[str, Any]:
     heavy = [s for s in rerun["stages"] if s.split("@")[0] in ("download", "segment", "score")]
     return {
         "changed_param": f"{section}.{key}: {old} -> {value}",
-        "datasets": params["datasets"],
-        "images_per_dataset": params["download"]["subset_size"],
+        "datasets": [d for run in runs.enabled(params) for d in run.datasets],
+        "images_per_dataset": params["sample"]["size"],
         "full_run": full,
         "rerun": rerun,
         "rerun_stages_seconds_each": each,

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from dogiqa import paths
+from dogiqa import paths, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
@@ -26,28 +26,36 @@ def real_images(count: int, start: int = 0) -> list[Path]:
 
 
 def write_labels(root: Path, images: list[tuple[str, str]], dataset: str = "livec") -> Path:
-    """A labels table listing ``(name, path)`` rows, all in the subset."""
+    """A labels table listing ``(name, path)`` rows."""
     table = pd.DataFrame(
         [
             {"image": name, "path": path, "mos": 50.0 + i, "mos_norm": 0.5, "order": i}
             for i, (name, path) in enumerate(images)
         ]
     )
-    table["in_subset"] = True
     out = paths.labels_table(dataset, base=root)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return out
 
 
-def study_params(**changes: Any) -> dict[str, Any]:
-    """params.yaml with ``section__key__subkey=value`` changes.
+def one_run(datasets: list[str], name: str = paths.DEFAULT_RUN, profile: str = "cpu") -> dict:
+    """``runs`` and ``run_datasets`` of a study whose one run ``name`` covers ``datasets``."""
+    declared = {name: {"profile": profile, "datasets": list(datasets), "enabled": True}}
+    return {"runs": declared, "run_datasets": runs.stage_items(runs.declared({"runs": declared}))}
+
+
+def study_params(datasets: list[str] | None = None, **changes: Any) -> dict[str, Any]:
+    """params.yaml with ``section__key__subkey=value`` changes; ``datasets``: the default run
+    covers these (and is the only run).
 
     The classical scorer is PIQE alone (the fastest) unless a change says otherwise, so that
     tests do not depend on which scorers the study's default lists.
     """
     params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
     params["score"]["classical"]["scorer"] = "piqe"
+    if datasets is not None:
+        params.update(one_run(datasets))
     for dotted, value in changes.items():
         *parents, key = dotted.split("__")
         section = params

@@ -23,7 +23,8 @@ PARAMS = {
         "llmiqa_lambda": 1.0,
         "c_max": "dataset",
         "missing": "report",
-    }
+    },
+    "sample": {"size": 0, "seed": 0},
 }
 
 # Image a: global + 2 masks + complement (c=3). Image b: Algorithm 1's fallback, one `whole`
@@ -66,8 +67,8 @@ def _labels() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "image": ["a", "b", "c", "d"],
+            "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
             "mos": [4.0, 2.0, 3.0, 1.0],
-            "in_subset": [True, True, True, True],
         }
     )
 
@@ -209,10 +210,10 @@ def test_authors_missing_policy_scores_one(tmp_path, monkeypatch):
     assert summary["missing"] == {"paper:argmax": 2}  # still counted
 
 
-def test_only_the_subset_is_evaluated_and_reruns_are_identical(tmp_path, monkeypatch):
+def test_only_the_runs_sample_is_evaluated_and_reruns_are_identical(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_inputs(tmp_path)
-    labels = _labels().assign(in_subset=[True, True, False, False])
+    labels = _labels().assign(path=["a.jpg", "b.jpg", "", ""])  # c, d: no image file
     labels.to_csv(paths.labels_table("toy"), index=False)
     aggregate.run("toy", PARAMS)
     first = paths.predictions_table("toy").read_bytes()
@@ -220,6 +221,8 @@ def test_only_the_subset_is_evaluated_and_reruns_are_identical(tmp_path, monkeyp
     assert set(written.image) == {"a", "b"}
     aggregate.run("toy", PARAMS)
     assert paths.predictions_table("toy").read_bytes() == first
+    aggregate.run("toy", {**PARAMS, "sample": {"size": 1, "seed": 0}})
+    assert pd.read_csv(paths.predictions_table("toy")).image.nunique() == 1
 
 
 def test_missing_scores_table_is_one_clear_error(tmp_path, monkeypatch):

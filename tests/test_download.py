@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from stage_project import one_run
 
-from dogiqa import download
+from dogiqa import download, paths, schema
 from dogiqa.errors import ChecksumError, DogIQAError, ParamError, UnsafeArchiveError
+from dogiqa.io import read_table
 from dogiqa.registry import Resource
 
 PAYLOAD = b"image,mos\na.jpg,3.5\n"
@@ -153,36 +155,26 @@ def test_network_failure_is_one_line(tmp_path):
 
 
 def _params(mirror: Path, **download_overrides) -> dict:
-    sec = {
-        "datasets": ["agiqa", "livec"],
-        "mirror": str(mirror),
-        "livec_images": "all",
-        "subset_size": 5,
-        "subset_seed": 0,
-    }
+    sec = {"datasets": ["agiqa", "livec"], "mirror": str(mirror), "livec_images": "all"}
     sec.update(download_overrides)
-    return {"datasets": ["agiqa", "livec"], "download": sec}
+    return {**one_run(["agiqa", "livec"]), "download": sec}
 
 
-def test_stage_from_mirror_writes_labels_with_paths_and_seeded_subset(mirror, tmp_path):
+def test_stage_from_mirror_writes_labels_with_paths(mirror, tmp_path):
     download.run("livec", _params(mirror))
     table = pd.read_csv("data/labels/livec.csv")
-    assert list(table.columns) == ["image", "path", "mos", "mos_norm", "order", "in_subset"]
+    assert list(table.columns) == ["image", "path", "mos", "mos_norm", "order"]
     assert len(table) == 1169
     with_image = table[table["path"].notna()]
     assert len(with_image) == 634  # the mirror holds 627 test images + t1-t7
     assert all(Path(p).is_file() for p in with_image["path"])
-    assert table["in_subset"].sum() == 5
-    assert table.loc[table["in_subset"], "path"].notna().all()
-    first = table.loc[table["in_subset"], "image"].tolist()
-    download.run("livec", _params(mirror))  # same seed: same subset, files already verified
-    assert (
-        pd.read_csv("data/labels/livec.csv").loc[lambda t: t["in_subset"], "image"].tolist()
-        == first
-    )
-    download.run("livec", _params(mirror, subset_seed=1))
-    other = pd.read_csv("data/labels/livec.csv").loc[lambda t: t["in_subset"], "image"].tolist()
-    assert other != first
+    # A run's sample is a seeded draw among the images with a file: the same for the same seed.
+    labels = read_table(schema.LABELS, paths.labels_table("livec"))
+    first = schema.stage_images(labels, schema.Sample(5, 0))["image"].tolist()
+    assert len(first) == 5 and set(first) <= set(with_image["image"])
+    assert schema.stage_images(labels, schema.Sample(5, 0))["image"].tolist() == first
+    assert schema.stage_images(labels, schema.Sample(5, 1))["image"].tolist() != first
+    assert len(schema.stage_images(labels, schema.Sample(0, 0))) == 634
 
 
 def test_labels_only_dataset_outside_the_pipeline(mirror):
@@ -191,7 +183,7 @@ def test_labels_only_dataset_outside_the_pipeline(mirror):
     download.run("kadid", params)
     table = pd.read_csv("data/labels/kadid.csv")
     assert len(table) == 10125
-    assert table["path"].isna().all() and not table["in_subset"].any()
+    assert table["path"].isna().all()
 
 
 def test_corrupted_mirror_copy_is_refused(mirror, tmp_path):
@@ -207,7 +199,6 @@ def test_corrupted_mirror_copy_is_refused(mirror, tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "param"),
     [
-        ("subset_size", -1, "download.subset_size"),
         ("livec_images", "some", "download.livec_images"),
         ("datasets", ["imagenet"], "download.datasets"),
     ],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from stage_project import one_run
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 def test_repro_upper_bound_then_nothing_to_do(project_root, mirror, tmp_path):
     _copy_project(project_root, tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["datasets"] = ["livec"]  # keep the copy small: images of one dataset only
+    params.update(one_run(["livec"]))  # keep the copy small: images of one dataset only
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

@@ -8,8 +8,9 @@ stage's command (dvc/stage/run.py, ``prepare_kwargs``). Python's imports open th
 their cached bytecode) the same way, so the code a stage runs is checked together with its data.
 A read is covered when dvc.lock lists the file, or a folder holding it, among the stage's deps.
 Not deps by design: the stage's own outputs and the files it wrote itself (the download stage
-verifies what it fetched), its per-image cache (``data/cache``), params.yaml (param deps), and
-files outside the project (the mirror, the environment).
+verifies what it fetched), its per-image cache (``data/cache``), params files (params.yaml and
+the profiles file, whose entries are the stage's param deps), and files outside the project (the
+mirror, the environment).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stage_project import one_run
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +70,8 @@ if _LOG and _STAGE:
 """
 
 SMALL = {
-    "datasets": ["livec"],
-    "download": {"subset_size": 4},  # every label set (Table 1), the images of LIVE Challenge
+    **one_run(["livec"]),  # every label set (Table 1), the images of LIVE Challenge
+    "sample": {"size": 4},
     "evaluate": {"bootstrap_samples": 0},
     "score": {"classical": {"scorer": "piqe"}},
     "report": {
@@ -84,7 +86,7 @@ SMALL = {
 
 def _merge(base: dict, changes: dict) -> None:
     for key, value in changes.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in ("runs", "run_datasets"):
             _merge(base[key], value)
         else:
             base[key] = value
@@ -153,14 +155,15 @@ def test_every_file_a_stage_reads_is_a_dep(tmp_path: Path, mirror: Path) -> None
         (written if kind == "write" else reads)[stage].add(relative)
     assert set(reads) == set(lock), "the hook did not reach every stage"
     # It sees imports and a kernel's reads (notebook 01 reads a raw label file of AGIQA-3k).
-    assert "src/dogiqa/metrics.py" in reads["evaluate@livec"]
+    assert "src/dogiqa/metrics.py" in reads["evaluate@cpu-livec"]
     assert "data/raw/agiqa/data.csv" in reads["report_upper_bound"]
 
     uncovered = {}
     for stage, files in reads.items():
         deps = [d["path"] for d in lock[stage].get("deps", [])]
         outs = [o["path"] for o in lock[stage].get("outs", [])]
-        ignored = [*outs, "data/cache", "params.yaml"]
+        params_files = list(lock[stage].get("params", {}))  # params.yaml, profiles.yaml
+        ignored = [*outs, "data/cache", *params_files]
         missing = sorted(
             f
             for f in files - written[stage]

@@ -71,6 +71,27 @@ def test_metrics_json_per_variant_with_counts(project):
     assert abs(report["variants"]["noise:argmax"]["srcc"]) < 0.4
 
 
+def test_the_dvc_metric_is_the_main_variants_headline(project):
+    """dvc metrics (and dvc exp show) read the headline file: the main variant's SRCC, PLCC,
+    their intervals and n, not the full variant table."""
+    evaluate.run("toy", PARAMS)
+    full = json.loads(paths.metrics_file("toy").read_text())
+    headline = json.loads(paths.headline_file("toy").read_text())
+    main = full["variants"]["paper:argmax"]
+    assert headline == {
+        "n": main["n"],
+        "srcc": main["srcc"],
+        "srcc_ci_low": main["srcc_ci"][0],
+        "srcc_ci_high": main["srcc_ci"][1],
+        "plcc": main["plcc"],
+        "plcc_ci_low": main["plcc_ci"][0],
+        "plcc_ci_high": main["plcc_ci"][1],
+    }
+    assert paths.show(paths.headline_file("toy", run="some_run")) == (
+        "reports/metrics/some_run/toy.headline.json"
+    )  # each run has its own folder
+
+
 def test_plots_csv_holds_the_main_variant_of_params(project):
     # The aggregate stage's summary naming another variant does not matter.
     paths.summary("predictions", "toy").write_text(json.dumps({"main": "paper:argmax"}))

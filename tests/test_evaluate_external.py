@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from stage_project import one_run
 
 from dogiqa import cli, download, evaluate_external, external, paths
 from dogiqa.errors import DogIQAError, ParamError
@@ -19,19 +20,13 @@ LABELLED = ["spaq", "koniq", "livec", "agiqa", "kadid"]
 
 
 def _build_labels(mirror: Path) -> None:
-    """data/labels/<ds>.csv of every dataset, from the mirror's label files only: the pipeline
+    """data/labels/<ds>.csv of every dataset, from the mirror's label files only: the run's
     datasets name another dataset, so that the download stage fetches no images."""
     for key in LABELLED:
         other = "spaq" if key != "spaq" else "koniq"
         params = {
-            "datasets": [other],
-            "download": {
-                "datasets": LABELLED,
-                "mirror": str(mirror),
-                "livec_images": "all",
-                "subset_size": 0,
-                "subset_seed": 0,
-            },
+            **one_run([other]),
+            "download": {"datasets": LABELLED, "mirror": str(mirror), "livec_images": "all"},
         }
         download.run(key, params)
 

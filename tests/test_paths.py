@@ -29,16 +29,33 @@ def test_root_is_found_from_a_subfolder(tmp_path: Path, monkeypatch: pytest.Monk
 def test_without_a_project_the_working_directory_is_the_root(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert paths.root() == tmp_path
-    assert paths.regions_table("x", base=Path("elsewhere")) == Path("elsewhere/data/regions/x.csv")
+    assert paths.regions_table("x", base=Path("elsewhere")) == Path(
+        "elsewhere/data/regions/cpu/x.csv"
+    )
 
 
-def test_every_per_dataset_output_comes_from_stage_file() -> None:
+def test_every_per_dataset_output_comes_from_stage_file_in_its_runs_folder() -> None:
     base = Path("/p")
-    assert paths.summary("scores", "livec", base=base) == base / "data/scores/livec.summary.json"
-    assert paths.metrics_file("livec", base=base) == base / "reports/metrics/livec.json"
-    assert paths.plot_file("livec", base=base) == base / "reports/plots/livec.csv"
+    assert paths.summary("scores", "livec", base=base, run="paper") == (
+        base / "data/scores/paper/livec.summary.json"
+    )
+    assert paths.metrics_file("livec", base=base) == base / "reports/metrics/cpu/livec.json"
+    assert paths.plot_file("livec", base=base, run="m") == base / "reports/plots/m/livec.csv"
+    assert paths.stage_cache("score", "livec", base=base, run="m") == (
+        base / "data/cache/score/m/livec.jsonl"
+    )
+    assert paths.labels_table("livec", base=base) == base / "data/labels/livec.csv"  # shared
+    # Drawn from labels and other models' cached outputs, not from a run's: shared too.
+    assert paths.stage_file("selections", "spaq", base=base, run="paper") == (
+        base / "data/selections/spaq.csv"
+    )
     for kind in paths.STAGE_DIRS:
-        assert paths.stage_file(kind, "d", base=base).parent == base / paths.STAGE_DIRS[kind]
+        folder = base / paths.STAGE_DIRS[kind]
+        expected = folder if kind in paths.SHARED_KINDS else folder / "r"
+        assert paths.stage_file(kind, "d", base=base, run="r").parent == expected
+        # Two runs never share a per-run output.
+        if kind not in paths.SHARED_KINDS:
+            assert paths.stage_file(kind, "d", run="a") != paths.stage_file(kind, "d", run="b")
 
 
 def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -84,7 +101,7 @@ def test_a_notebook_run_from_the_notebooks_folder_reads_the_project(tmp_path: Pa
     import papermill
 
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    (tmp_path / "params.yaml").write_text("datasets: [livec]\n")
+    (tmp_path / "params.yaml").write_text("sample: {size: 3}\n")
     table = paths.table("probe", base=tmp_path)
     table.parent.mkdir(parents=True)
     table.write_text("a\n1\n")
@@ -94,7 +111,7 @@ def test_a_notebook_run_from_the_notebooks_folder_reads_the_project(tmp_path: Pa
         nbformat.v4.new_code_cell(
             "import pandas as pd\n"
             "from dogiqa import paths, results\n"
-            "print(results.study_params()['datasets'], int(pd.read_csv(paths.table('probe')).a[0]))"
+            "print(results.study_params()['sample'], int(pd.read_csv(paths.table('probe')).a[0]))"
         )
     ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
@@ -105,4 +122,4 @@ def test_a_notebook_run_from_the_notebooks_folder_reads_the_project(tmp_path: Pa
         str(source), str(out), cwd=str(tmp_path / "notebooks"), progress_bar=False
     )
     outputs = nbformat.read(out, as_version=4).cells[0].outputs
-    assert outputs[0]["text"] == "['livec'] 1\n"
+    assert outputs[0]["text"] == "{'size': 3} 1\n"

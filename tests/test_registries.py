@@ -89,7 +89,7 @@ def test_mllm_fingerprints_follow_k_and_the_prompt_but_not_throughput() -> None:
 def test_segment_fingerprint_follows_the_chosen_backend_only() -> None:
     """SAM 2's settings all count, the device and batch size too (they change floating-point
     results near the thresholds); the classical segmenter's do not while SAM 2 is chosen."""
-    params = {"segment": {**PARAMS["segment"], "backend": "sam2"}}
+    params = {"segment": {**PARAMS["segment"], "backend": "sam2"}, "sample": PARAMS["sample"]}
     base = segment.validate_params(params).fingerprint
     params["segment"]["classical"] = {**params["segment"]["classical"], "max_regions": 3}
     assert segment.validate_params(params).fingerprint == base

@@ -340,7 +340,9 @@ STAGE_PARAMS = [
     (score.run, {"score__classical__scorer": ["piqe", "piqe"]}, "score.classical.scorer"),
     (score.run, {"score__shards": [1]}, "score.shards"),
     (merge_scores.run, {"score__K": 4}, "score.K"),
-    (download.run, {"download__subset_size": -1}, "download.subset_size"),
+    (download.run, {"download__livec_images": "some"}, "download.livec_images"),
+    (segment.run, {"sample__size": -1}, "sample.size"),
+    (aggregate.run, {"sample__seed": -1}, "sample.seed"),
     (aggregate.run, {"aggregate__readouts": ["median"]}, "aggregate.readouts"),
     (evaluate.run, {"evaluate__confidence": 2.0}, "evaluate.confidence"),
 ]
@@ -366,7 +368,7 @@ def test_params_are_checked_before_any_input_is_read(tmp_path, monkeypatch, stag
 def test_label_table_missing_column_in_process(tmp_path, monkeypatch) -> None:
     write_labels(tmp_path, [("a.jpg", "a.jpg")])
     path = paths.labels_table("livec", base=tmp_path)
-    pd.read_csv(path).drop(columns=["in_subset"]).to_csv(path, index=False)
+    pd.read_csv(path).drop(columns=["order"]).to_csv(path, index=False)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(LabelError, match=r"missing column\(s\) \['in_subset'\]"):
+    with pytest.raises(LabelError, match=r"missing column\(s\) \['order'\]"):
         segment.run("livec", study_params())

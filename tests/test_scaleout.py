@@ -171,7 +171,7 @@ def test_merge_names_the_command_that_makes_a_missing_shard(segmented, tmp_path)
         merge_scores.run("livec", params)
     command = str(caught.value).split("(run: ")[1].rstrip(")").split()
     assert command[:3] == ["python", "-m", "dogiqa"] and command[3] in COMMANDS
-    assert command[3:] == ["score", "--dataset", "livec", "--shard", "1/2"]
+    assert command[3:] == ["score", "--run", "cpu", "--dataset", "livec", "--shard", "1/2"]
 
 
 def test_merge_refuses_a_shard_summary_without_its_error_count(segmented, tmp_path) -> None:
@@ -279,11 +279,12 @@ def test_sharding_commands(segmented, tmp_path) -> None:
         assert result.stderr.startswith("dogiqa score: error: ") and message in result.stderr
 
 
-def documented_stages() -> dict[str, Any]:
-    """The sharded score stages docs/scaleout.md gives for dvc.yaml."""
+def documented_stages(run: str = "paper") -> dict[str, Any]:
+    """The sharded score stages docs/scaleout.md gives for dvc.yaml (its run ``paper`` renamed
+    to ``run``)."""
     text = (ROOT / "docs" / "scaleout.md").read_text(encoding="utf-8")
     block = text.split("<!-- sharded score stages")[1].split("```yaml\n", 1)[1].split("```")[0]
-    return yaml.safe_load("stages:\n" + block)["stages"]
+    return yaml.safe_load("stages:\n" + block.replace("paper", run))["stages"]
 
 
 @pytest.mark.slow
@@ -300,9 +301,10 @@ def test_documented_dvc_form(tmp_path) -> None:
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     stages: dict[str, Any] = {}
     for name, stage in pipeline["stages"].items():
-        stages.update(documented_stages() if name == "score" else {name: stage})
+        # The documented stages of the `paper` run, for the CPU run (no GPU here).
+        stages.update(documented_stages(paths.DEFAULT_RUN) if name == "score" else {name: stage})
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    params = study_params(datasets=["livec"], download__subset_size=6, score__shards=[0, 1])
+    params = study_params(datasets=["livec"], sample__size=6, score__shards=[0, 1])
     write_params(tmp_path, params)
     env = cli_env() | {"PYTHONPATH": str(tmp_path / "src"), "DVC_NO_ANALYTICS": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -315,12 +317,12 @@ def test_documented_dvc_form(tmp_path) -> None:
     run("git", "init", "-q")
     run(*cli("dogiqa", "dvc-deps", "--write"))  # the code deps, as the docs say
     written = yaml.safe_load((tmp_path / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    assert written["score"]["deps"][-3:] == documented_stages()["score"]["deps"]
+    assert written["score"]["deps"][-3:] == documented_stages(paths.DEFAULT_RUN)["score"]["deps"]
     assert "src/dogiqa/score.py" in written["score"]["deps"]
     assert "src/dogiqa/merge_scores.py" in written["merge_scores"]["do"]["deps"]
     log = run(sys.executable, "-m", "dvc", "repro", "merge_scores@livec")
     ran = [line[15:-2] for line in log.splitlines() if line.startswith("Running stage")]
-    assert ran[:2] == ["download@livec", "segment@livec"] and ran[-1] == "merge_scores@livec"
+    assert ran[:2] == ["download@livec", "segment@cpu-livec"] and ran[-1] == "merge_scores@livec"
     assert sorted(ran[2:-1]) == ["score@livec-0", "score@livec-1"]  # in either order
     sharded = outputs(tmp_path)
     # One unsharded run from scratch (no cache) writes the same bytes over the merged ones.

@@ -9,39 +9,41 @@ import pandas as pd
 import pytest
 
 from dogiqa import io, schema
-from dogiqa.errors import DogIQAError, LabelError
+from dogiqa.errors import DogIQAError, LabelError, ParamError
 
 
-def _labels(in_subset: list) -> pd.DataFrame:
+def _labels() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "image": ["a.jpg", "b.jpg", "c.jpg"],
-            "path": ["data/raw/x/a.jpg", "", "data/raw/x/c.jpg"],
-            "mos": [1.0, 2.0, 3.0],
-            "mos_norm": [0.0, 0.5, 1.0],
-            "order": [2, 1, 0],
-            "in_subset": in_subset,
+            "image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+            "path": ["data/raw/x/a.jpg", "", "data/raw/x/c.jpg", "data/raw/x/d.jpg"],
+            "mos": [1.0, 2.0, 3.0, 4.0],
+            "mos_norm": [0.0, 0.33, 0.67, 1.0],
+            "order": [3, 2, 1, 0],
         }
     )
 
 
-def test_one_in_subset_rule_for_every_stage(tmp_path: Path) -> None:
+def test_one_sample_rule_for_every_stage_of_a_run(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
-    io.write_table(schema.LABELS, path, _labels([True, True, False]))
+    io.write_table(schema.LABELS, path, _labels())
     labels = io.read_table(schema.LABELS, path)
-    assert labels["in_subset"].tolist() == [True, True, False]
-    # The image stages take the rows in the subset that have an image file, in label order.
-    assert schema.stage_images(labels)["image"].tolist() == ["a.jpg"]
-    assert labels[schema.in_subset(labels)]["image"].tolist() == ["a.jpg", "b.jpg"]
+    # Every image with a file (size 0), in label order; a row without a file is never drawn.
+    assert schema.stage_images(labels, schema.Sample(0, 0))["image"].tolist() == [
+        "d.jpg",
+        "c.jpg",
+        "a.jpg",
+    ]
+    drawn = schema.sampled(labels, schema.Sample(2, 0))
+    assert drawn.sum() == 2 and not drawn[1]
+    assert schema.sampled(labels, schema.Sample(2, 0)).tolist() == drawn.tolist()  # seeded
 
 
-@pytest.mark.parametrize("values", [[1, 1, 0], ["yes", "yes", "no"]])
-def test_other_in_subset_values_are_refused(tmp_path: Path, values: list) -> None:
-    path = tmp_path / "labels.csv"
-    _labels(values).to_csv(path, index=False)
-    labels = io.read_table(schema.LABELS, path)
-    with pytest.raises(LabelError, match="in_subset must be True or False"):
-        schema.stage_images(labels)
+@pytest.mark.parametrize(("key", "value"), [("size", -1), ("seed", "x"), ("size", True)])
+def test_bad_sample_params_name_the_param(key: str, value: object) -> None:
+    params = {"sample": {"size": 5, "seed": 0} | {key: value}}
+    with pytest.raises(ParamError, match=f"sample.{key}"):
+        schema.sample_params(params)
 
 
 def test_text_columns_keep_empty_cells_and_numbers_are_missing(tmp_path: Path) -> None:

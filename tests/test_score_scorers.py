@@ -67,7 +67,7 @@ def test_one_run_with_several_scorers_equals_one_run_each(segmented, tmp_path, m
         for name in SCORERS
     ]
     assert list(together[["image", "region", "prompt_id"]].itertuples(index=False)) == expected
-    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    summary = json.loads(paths.summary("scores", "livec").read_text())
     assert summary["prompt_id"] == "niqe" and summary["prompt_ids"] == SCORERS
     assert summary["regions_scored"] == len(regions)
     assert set(summary["fallbacks_by_prompt"]) == set(SCORERS)
@@ -117,7 +117,7 @@ def test_identical_crops_are_scored_once(tmp_path, monkeypatch, calls) -> None:
     table = score.run("livec", scorer_params("piqe"))
     assert calls["piqe"] == [len(rows) - len(full) + 1]
     assert table.loc[table["region"].isin(full), "raw"].nunique() == 1
-    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    summary = json.loads(paths.summary("scores", "livec").read_text())
     assert summary["scorer_calls"] == calls["piqe"][0] and summary["regions_scored"] == len(rows)
     calls.clear()
     masked = score.run("livec", scorer_params("piqe", score__crop="mask"))

@@ -62,7 +62,7 @@ def write_inputs(root: Path) -> None:
     labels.append(("gone.JPG", ""))
     table = pd.DataFrame(
         [
-            {"image": n, "path": p, "mos": 50.0, "mos_norm": 0.5, "order": i, "in_subset": True}
+            {"image": n, "path": p, "mos": 50.0, "mos_norm": 0.5, "order": i}
             for i, (n, p) in enumerate(labels)
         ]
     )
@@ -74,7 +74,7 @@ def write_inputs(root: Path) -> None:
         for row in region_rows(masks_for(height, width), height, width, 1000.0):
             rows.append({**row, "image": name, "backend": "classical"})
     rows.append({**rows[0], "image": "gone.JPG"})
-    (root / paths.REGIONS).mkdir(parents=True)
+    paths.regions_table("livec", base=root).parent.mkdir(parents=True)
     pd.DataFrame(rows, columns=REGION_COLUMNS).to_csv(
         paths.regions_table("livec", base=root), index=False
     )
@@ -139,7 +139,7 @@ def test_default_run_follows_the_contract(project, params) -> None:
     assert (written["K"] == k).all() and not written["fallback"].any()
     assert written["argmax"].between(1, k).all()
     assert (written["raw"].astype(float) >= 0).all()
-    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    summary = json.loads(paths.summary("scores", "livec").read_text())
     assert summary["images"] == len(IMAGES) + 2 and summary["images_scored"] == len(IMAGES)
     assert summary["regions_scored"] == len(scored) and summary["fallbacks"] == 0
     assert [s["image"] for s in summary["skipped"]] == ["broken.JPG", "gone.JPG"]
@@ -304,7 +304,7 @@ def test_hf_backend_runs_the_stage_end_to_end(project, params) -> None:
         chosen, prompt="authors_word_k7", readout="generate", hf__model=str(idefics)
     )
     table = score.run("livec", generate)
-    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    summary = json.loads(paths.summary("scores", "livec").read_text())
     # The tiny Idefics3 answers " 8", no level of K = 7: every crop is a counted fallback.
     assert summary["fallbacks"] == len(table) == summary["regions_scored"]
     assert (table["raw"] == " 8").all() and (table["argmax"] == 1).all()
@@ -333,7 +333,7 @@ def test_crop_errors_are_flagged_fallbacks_counted_in_the_summary(
     flagged = table["error"] != ""
     assert flagged.any() and not flagged.all()
     assert table.loc[flagged, "fallback"].all() and (table.loc[flagged, "argmax"] == 1).all()
-    summary = json.loads(Path("data/scores/livec.summary.json").read_text())
+    summary = json.loads(paths.summary("scores", "livec").read_text())
     assert summary["errors"] == int(flagged.sum()) == summary["fallbacks"]
     written = pd.read_csv(paths.scores_table("livec"), keep_default_na=False)
     assert (written.loc[flagged.to_numpy(), "error"] == "ValueError: refused").all()

@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from dogiqa import download
+from dogiqa import download, runs, schema
 from dogiqa.scoring import anchors
 from dogiqa.scoring.classical import SCORERS
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DEFAULT_SAMPLE = schema.sample_params(runs.run_params(PARAMS, "cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +43,17 @@ def test_anchor_images_are_held_out_from_the_default_run(default_labels, shipped
     count, seed = (int(command[command.index(flag) + 1]) for flag in ("--per-dataset", "--seed"))
     for dataset in anchors.DATASETS:
         labels = pd.read_csv(f"data/labels/{dataset}.csv", keep_default_na=False)
-        evaluated = set(labels.loc[labels["in_subset"], "image"])
+        evaluated = set(labels.loc[schema.sampled(labels, DEFAULT_SAMPLE), "image"])
+        assert len(evaluated) == 200
         listed = shipped["images"][dataset]
         assert len(listed) == count == 200
         assert not evaluated & set(listed)
         # The same draw again: the list is what the command selects.
-        assert sorted(anchors.anchor_images(dataset, count, seed)["image"]) == listed
+        drawn = anchors.anchor_images(dataset, count, seed, DEFAULT_SAMPLE)
+        assert sorted(drawn["image"]) == listed
 
 
-def test_anchor_images_skip_the_subset_and_missing_files(tmp_path, monkeypatch) -> None:
+def test_anchor_images_skip_the_sample_and_missing_files(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     table = pd.DataFrame(
         {
@@ -58,16 +62,19 @@ def test_anchor_images_skip_the_subset_and_missing_files(tmp_path, monkeypatch) 
             "mos": 1.0,
             "mos_norm": 0.5,
             "order": range(10),
-            "in_subset": [i < 4 for i in range(10)],
         }
     )
     Path("data/labels").mkdir(parents=True)
     table.to_csv("data/labels/livec.csv", index=False)
-    everything = anchors.anchor_images("livec", 50, seed=0)
-    assert list(everything["image"]) == [f"{i}.jpg" for i in range(4, 10)]
-    two = anchors.anchor_images("livec", 2, seed=0)
+    sample = schema.Sample(size=4, seed=0)
+    in_sample = set(table.loc[schema.sampled(table, sample), "image"])
+    assert len(in_sample) == 4 and "3.jpg" not in in_sample
+    everything = anchors.anchor_images("livec", 50, seed=0, sample=sample)
+    expected = [f"{i}.jpg" for i in range(10) if i != 3 and f"{i}.jpg" not in in_sample]
+    assert list(everything["image"]) == expected
+    two = anchors.anchor_images("livec", 2, seed=0, sample=sample)
     assert len(two) == 2 and set(two["image"]) <= set(everything["image"])
-    assert two.equals(anchors.anchor_images("livec", 2, seed=0))
+    assert two.equals(anchors.anchor_images("livec", 2, seed=0, sample=sample))
 
 
 def test_anchors_span_the_central_98_percent_of_each_kind() -> None:

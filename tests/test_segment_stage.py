@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from stage_project import one_run
 
 from dogiqa import paths, segment, segment_stats
 from dogiqa.errors import LabelError, ParamError
@@ -35,27 +36,27 @@ LIVEC_IMAGES = [
 @pytest.fixture(scope="module")
 def params() -> dict[str, Any]:
     loaded = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    return {"datasets": ["livec"], "segment": loaded["segment"]}
+    return {"sample": {"size": 0, "seed": 0}, "segment": loaded["segment"]}
 
 
 def write_labels(root: Path, dataset: str = "livec") -> list[str]:
-    """A labels table: ten real images in the subset, plus rows the stage must skip or ignore."""
+    """A labels table: ten real images, plus rows the stage must skip (a broken file) or
+    ignore (no image file)."""
     bad = root / "broken.JPG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    rows = [(name, str(MIRROR / "livec" / "Images" / name), True) for name in LIVEC_IMAGES]
-    rows.insert(3, ("broken.JPG", str(bad), True))
-    rows.insert(5, ("1006.JPG", str(MIRROR / "livec" / "Images" / "1006.JPG"), False))
-    rows.insert(1, ("gone.JPG", "", True))  # not available: no path
+    rows = [(name, str(MIRROR / "livec" / "Images" / name)) for name in LIVEC_IMAGES]
+    rows.insert(3, ("broken.JPG", str(bad)))
+    rows.insert(1, ("gone.JPG", ""))  # not available: no path
     table = pd.DataFrame(
         [
-            {"image": n, "path": p, "mos": 50.0, "mos_norm": 0.5, "order": i, "in_subset": s}
-            for i, (n, p, s) in enumerate(rows)
+            {"image": n, "path": p, "mos": 50.0, "mos_norm": 0.5, "order": i}
+            for i, (n, p) in enumerate(rows)
         ]
     )
     out = paths.labels_table(dataset, base=root)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    return [n for n, p, s in rows if s and p]
+    return [n for n, p in rows if p]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_bboxes_inside_and_full_coverage_over_the_subset(stage_run, params) -> N
 
 def test_summary_counts_and_skips(stage_run) -> None:
     root, expected, table = stage_run
-    summary = json.loads((root / "data" / "regions" / "livec.summary.json").read_text())
+    summary = json.loads(paths.summary("regions", "livec", base=root).read_text())
     assert summary["images"] == len(expected) == 11
     assert summary["processed"] == 10
     assert [s["image"] for s in summary["skipped"]] == ["broken.JPG"]
@@ -161,18 +162,19 @@ def test_changed_params_redo_the_cached_images(params, tmp_path, monkeypatch) ->
     # 2 % of a 500 x 500 image is 5000 pixels: no kept mask is smaller.
     kept = table[(table["kind"] == "mask") & (table["height"] == 500)]
     assert len(kept) and (kept["area"] >= 5000).all()
-    summary = json.loads(Path("data/regions/livec.summary.json").read_text())
+    summary = json.loads(paths.summary("regions", "livec").read_text())
     assert (summary["mode"], summary["min_area_fraction"]) == ("authors", 0.02)
 
 
 def test_segmentation_stats(stage_run, params, monkeypatch) -> None:
     root, _, table = stage_run
     monkeypatch.chdir(root)
-    stats = segment_stats.run(params)
+    stats = segment_stats.run({**params, **one_run(["livec"])})
     written = pd.read_csv(root / "reports" / "tables" / "segmentation_stats.csv")
     assert list(written.columns) == segment_stats.COLUMNS
     assert written.to_dict("records") == [
         {
+            "run": "cpu",
             "dataset": "livec",
             "backend": "classical",
             "images": 10,
@@ -185,7 +187,7 @@ def test_segmentation_stats(stage_run, params, monkeypatch) -> None:
     ]
     assert len(stats) == 1
     markdown = (root / "reports" / "tables" / "segmentation_stats.md").read_text()
-    assert markdown.startswith("| dataset") and "classical" in markdown
+    assert markdown.startswith("| run") and "classical" in markdown
 
 
 @pytest.mark.parametrize(
@@ -210,5 +212,6 @@ def test_missing_labels_and_unknown_datasets(params, tmp_path, monkeypatch) -> N
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LabelError, match="labels table not found"):
         segment.run("livec", params)
-    with pytest.raises(ParamError, match="datasets"):
-        segment_stats.run({"datasets": ["nope"]})
+    unknown = {"runs": {"cpu": {"profile": "cpu", "datasets": ["nope"], "enabled": True}}}
+    with pytest.raises(ParamError, match="runs.cpu.datasets"):
+        segment_stats.run(unknown)

@@ -1,7 +1,7 @@
 """The aggregate stage: region scores -> one predicted score per image, for every variant.
 
-Everything here is computed from the cached tables (``data/regions/<ds>.csv``,
-``data/scores/<ds>.csv``); no model is called, so every variant costs nothing to add.
+Everything here is computed from a run's cached tables (``data/regions/<run>/<ds>.csv``,
+``data/scores/<run>/<ds>.csv``); no model is called, so every variant costs nothing to add.
 
 Per image and prompt, with s a region's score (its ``argmax`` level or its ``expected`` level),
 a the region's area and c the number of final regions:
@@ -17,8 +17,9 @@ The ``authors_*`` variants match the authors' code exactly when the regions come
 areas to the correct regions.
 
 Variant names are ``<formula>:<readout>``; prompts other than the main one get ``@<prompt_id>``.
-Images of the evaluation set (labels with ``in_subset``) without a prediction are reported as
-missing (empty prediction), or scored 1 as the authors' evaluation does (``missing: authors``).
+Images of the evaluation set (the run's ``sample`` of the labels) without a prediction are
+reported as missing (empty prediction), or scored 1 as the authors' evaluation does
+(``missing: authors``).
 """
 
 from __future__ import annotations
@@ -195,12 +196,11 @@ def validate_params(params: Mapping[str, Any]) -> AggregateParams:
     )
 
 
-def read_labels(dataset: str) -> pd.DataFrame:
-    """The evaluation set: the labels table's rows in the subset (image, mos, ...), label order."""
-    labels = io.read_table(
-        schema.LABELS, paths.labels_table(dataset), ("image", "mos", "in_subset")
-    )
-    return labels[schema.in_subset(labels)].reset_index(drop=True)
+def read_labels(dataset: str, sample: schema.Sample) -> pd.DataFrame:
+    """The evaluation set: the labels table's rows in the run's sample (image, mos, ...), label
+    order."""
+    labels = io.read_table(schema.LABELS, paths.labels_table(dataset), ("image", "path", "mos"))
+    return labels[schema.sampled(labels, sample)].reset_index(drop=True)
 
 
 def image_features(regions: pd.DataFrame, scores: pd.DataFrame, readout: str) -> pd.DataFrame:
@@ -313,12 +313,14 @@ def _long_table(
     return pd.concat(parts, ignore_index=True), missing_counts
 
 
-def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
-    """Aggregate one dataset; write the predictions table and its summary; return the table."""
+def run(dataset: str, params: Mapping[str, Any], run_name: str = paths.DEFAULT_RUN) -> pd.DataFrame:
+    """Aggregate one dataset of a run; write the predictions table and its summary (in the run's
+    folders); return the table."""
     p = validate_params(params)
-    labels = read_labels(dataset)
-    regions = io.read_table(schema.REGIONS, paths.regions_table(dataset), REGION_COLUMNS)
-    scores = io.read_table(schema.SCORES, paths.scores_table(dataset), SCORE_COLUMNS)
+    labels = read_labels(dataset, schema.sample_params(params))
+    regions_path = paths.regions_table(dataset, run=run_name)
+    regions = io.read_table(schema.REGIONS, regions_path, REGION_COLUMNS)
+    scores = io.read_table(schema.SCORES, paths.scores_table(dataset, run=run_name), SCORE_COLUMNS)
     images = pd.Index(labels["image"], name="image")
     predictions, facts = compute(regions, scores, images, p)
     table, missing_counts = _long_table(predictions, labels, p.missing)
@@ -335,8 +337,8 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
         "without_scores": int((~images.isin(scores["image"])).sum()),
         **facts,
     }
-    io.write_table(schema.PREDICTIONS, paths.predictions_table(dataset), table)
-    io.write_json_atomic(paths.summary("predictions", dataset), summary)
+    io.write_table(schema.PREDICTIONS, paths.predictions_table(dataset, run=run_name), table)
+    io.write_json_atomic(paths.summary("predictions", dataset, run=run_name), summary)
     log.info(
         "aggregate %s: %d images x %d variants, %d missing (main)",
         dataset,

@@ -3,7 +3,9 @@
 Each command is a thin wrapper over a function (``run(...)`` for a stage) of the module named in
 :data:`COMMANDS`; ``dogiqa.dvcdeps`` reads the same table to find the code each DVC stage runs.
 ``--params`` defaults to the project's params.yaml (found from the working directory upwards).
-Errors the user can fix (``DogIQAError``) are printed as one line, never as a traceback.
+The commands of a run's stages take ``--run NAME`` (default: the CPU run) and work with
+params.yaml as that run's profile changes it (``dogiqa.runs``). Errors the user can fix
+(``DogIQAError``) are printed as one line, never as a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dogiqa import paths
+from dogiqa import paths, runs
 from dogiqa.config import load_params
 from dogiqa.errors import DogIQAError
 
@@ -36,8 +38,21 @@ def _dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset key, e.g. livec")
 
 
+def _run_dataset(parser: argparse.ArgumentParser) -> None:
+    _dataset(parser)
+    parser.add_argument(
+        "--run", default=paths.DEFAULT_RUN, help=f"an enabled run (default: {paths.DEFAULT_RUN})"
+    )
+
+
 def _per_dataset(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
     return module.run(args.dataset, params)
+
+
+def _per_run(module: Any, args: argparse.Namespace, params: dict[str, Any], **extra: Any) -> Any:
+    """A run's stage on one dataset: params.yaml as the run's profile changes it."""
+    seen = runs.stage_params(params, args.run, args.dataset)
+    return module.run(args.dataset, seen, run_name=args.run, **extra)
 
 
 def _whole_study(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> Any:
@@ -45,7 +60,7 @@ def _whole_study(module: Any, args: argparse.Namespace, params: dict[str, Any]) 
 
 
 def _score_arguments(parser: argparse.ArgumentParser) -> None:
-    _dataset(parser)
+    _run_dataset(parser)
     parser.add_argument("--shard", help="I or I/N: score only shard I of the N in score.shards")
 
 
@@ -53,8 +68,16 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notebook", help="execute only this notebook (name without .ipynb)")
 
 
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="fail if run_datasets is stale")
+    mode.add_argument("--write", action="store_true", help="rewrite run_datasets from runs")
+    mode.add_argument("--enable", metavar="NAME", help="enable a run and rewrite run_datasets")
+    mode.add_argument("--disable", metavar="NAME", help="disable a run and rewrite run_datasets")
+
+
 def _profile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="paper or modern")
+    parser.add_argument("name", help="cpu, paper or modern")
     parser.add_argument("--write", action="store_true", help="apply it to the params file")
 
 
@@ -97,7 +120,7 @@ COMMANDS: dict[str, Command] = {
         "dogiqa.upper_bound", "Table 1: the upper bound of K-level scoring", _whole_study
     ),
     "segment": Command(
-        "dogiqa.segment", "cut each image into regions (Algorithm 1)", _per_dataset, _dataset
+        "dogiqa.segment", "cut each image into regions (Algorithm 1)", _per_run, _run_dataset
     ),
     "segment-stats": Command(
         "dogiqa.segment_stats", "segmentation statistics over all datasets", _whole_study
@@ -105,20 +128,20 @@ COMMANDS: dict[str, Command] = {
     "score": Command(
         "dogiqa.score",
         "score the whole image and every region crop",
-        lambda m, a, p: m.run(a.dataset, p, shard=a.shard),
+        lambda m, a, p: _per_run(m, a, p, shard=a.shard),
         _score_arguments,
     ),
     "merge-scores": Command(
         "dogiqa.merge_scores",
         "join a dataset's score shards into its scores table",
-        _per_dataset,
-        _dataset,
+        _per_run,
+        _run_dataset,
     ),
     "aggregate": Command(
-        "dogiqa.aggregate", "combine region scores into predictions", _per_dataset, _dataset
+        "dogiqa.aggregate", "combine region scores into predictions", _per_run, _run_dataset
     ),
     "evaluate": Command(
-        "dogiqa.evaluate", "SRCC/PLCC/KRCC of predictions against MOS", _per_dataset, _dataset
+        "dogiqa.evaluate", "SRCC/PLCC/KRCC of predictions against MOS", _per_run, _run_dataset
     ),
     "select": Command(
         "dogiqa.selection",
@@ -133,6 +156,14 @@ COMMANDS: dict[str, Command] = {
         "execute the notebooks into reports/",
         lambda m, a, p: m.run(p, only=a.notebook),
         _report_arguments,
+    ),
+    "runs": Command(
+        "dogiqa.runs",
+        "list the runs; --enable/--disable NAME or --write rewrite run_datasets",
+        lambda m, a, p: m.main(
+            a.params_file, p, check=a.check, write=a.write, enable=a.enable, disable=a.disable
+        ),
+        _runs_arguments,
     ),
     "profile": Command(
         "dogiqa.profiles",

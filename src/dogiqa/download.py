@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import requests
 from tqdm import tqdm
 
-from dogiqa import paths, schema
-from dogiqa.config import get_choice, get_int, get_list, get_str, section
+from dogiqa import paths, runs, schema
+from dogiqa.config import get_choice, get_list, get_str, section
 from dogiqa.errors import ChecksumError, DogIQAError, ParamError, UnsafeArchiveError
 from dogiqa.io import atomic_path, write_json_atomic, write_table
 from dogiqa.labels import read_labels
@@ -42,30 +41,26 @@ CHUNK = 1 << 20
 class DownloadConfig:
     datasets: list[str]
     pipeline_datasets: list[str]
+    """The datasets whose images an enabled run processes (``dogiqa.runs``)."""
     mirror: Path | None
     livec_images: str
-    subset_size: int
-    subset_seed: int
 
 
 def validate_params(params: dict[str, Any]) -> DownloadConfig:
     sec = section(params, "download")
     datasets = get_list(sec, "download", "datasets")
-    pipeline = params.get("datasets")
-    if not isinstance(pipeline, list) or not pipeline:
-        raise ParamError("datasets", f"must be a non-empty list, got {pipeline!r}")
-    for name, keys in (("download.datasets", datasets), ("datasets", pipeline)):
-        unknown = [key for key in keys if key not in DATASETS]
-        if unknown:
-            raise ParamError(name, f"unknown dataset {unknown[0]!r}; known: {sorted(DATASETS)}")
+    unknown = [key for key in datasets if key not in DATASETS]
+    if unknown:
+        raise ParamError(
+            "download.datasets", f"unknown dataset {unknown[0]!r}; known: {sorted(DATASETS)}"
+        )
+    pipeline = runs.image_datasets(params)
     mirror_value = os.environ.get(MIRROR_ENV) or get_str(sec, "download", "mirror")
     return DownloadConfig(
         datasets=datasets,
         pipeline_datasets=pipeline,
         mirror=paths.at(mirror_value) if mirror_value else None,
         livec_images=get_choice(sec, "download", "livec_images", ("all", "test")),
-        subset_size=get_int(sec, "download", "subset_size", minimum=0),
-        subset_seed=get_int(sec, "download", "subset_seed", minimum=0),
     )
 
 
@@ -290,18 +285,6 @@ def image_index(folder: Path) -> dict[str, Path]:
     return {path.name: path for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def select_subset(available: pd.Series, size: int, seed: int) -> np.ndarray:
-    """A seeded random subset of the rows whose image is available (size 0 = all of them)."""
-    candidates = np.flatnonzero(available.to_numpy())
-    chosen = np.zeros(len(available), dtype=bool)
-    if size == 0 or size >= len(candidates):
-        chosen[candidates] = True
-    else:
-        rng = np.random.default_rng(seed)
-        chosen[rng.choice(candidates, size=size, replace=False)] = True
-    return chosen
-
-
 def prepare(spec: Dataset, config: DownloadConfig) -> tuple[pd.DataFrame, dict]:
     """Fetch and verify the dataset's files; return its labels table and a summary."""
     folder = paths.raw_dir(spec.key)
@@ -321,13 +304,8 @@ def prepare(spec: Dataset, config: DownloadConfig) -> tuple[pd.DataFrame, dict]:
             summary["images_unavailable"] = str(exc)
     table = read_labels(spec, folder, config.livec_images)
     table["path"] = [paths.show(index[name]) if name in index else "" for name in table["image"]]
-    table["in_subset"] = select_subset(table["path"] != "", config.subset_size, config.subset_seed)
-    summary.update(
-        labelled=len(table),
-        with_image=int((table["path"] != "").sum()),
-        in_subset=int(table["in_subset"].sum()),
-    )
-    return table[["image", "path", "mos", "mos_norm", "order", "in_subset"]], summary
+    summary.update(labelled=len(table), with_image=int((table["path"] != "").sum()))
+    return table[list(schema.LABELS.columns)], summary
 
 
 def fetch_external(config: DownloadConfig) -> dict[str, Any]:
@@ -361,7 +339,5 @@ def run(dataset: str, params: dict[str, Any]) -> None:
     table, summary = prepare(DATASETS[dataset], config)
     write_table(schema.LABELS, paths.labels_table(dataset), table, float_format="%.15g")
     write_json_atomic(paths.summary("labels", dataset), summary)
-    print(
-        f"{dataset}: {summary['labelled']} labelled images, {summary['with_image']} with image "
-        f"files, {summary['in_subset']} in the subset"
-    )
+    labelled, with_image = summary["labelled"], summary["with_image"]
+    print(f"{dataset}: {labelled} labelled images, {with_image} with image files")

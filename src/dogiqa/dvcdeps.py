@@ -105,12 +105,21 @@ def closure(modules: Iterable[str], within: str | None = None) -> set[str]:
     return seen
 
 
+PARAMS_RESOURCES = ("resources/profiles.yaml",)
+"""Packaged files that are params files: a stage tracks the entries of them it reads (its
+``params`` in dvc.yaml, e.g. a run's own profile), not the whole file as code."""
+
+
 def resource_files() -> list[Path]:
-    """The package's data files (everything but Python sources and caches)."""
+    """The package's data files (everything but Python sources, caches and params files)."""
+    params_files = {PACKAGE_DIR / name for name in PARAMS_RESOURCES}
     return sorted(
         p
         for p in PACKAGE_DIR.rglob("*")
-        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+        if p.is_file()
+        and p.suffix not in (".py", ".pyc")
+        and "__pycache__" not in p.parts
+        and p not in params_files
     )
 
 

@@ -13,6 +13,7 @@ class ParamError(DogIQAError):
     def __init__(self, param: str, problem: str) -> None:
         super().__init__(f"params: {param}: {problem}")
         self.param = param
+        self.problem = problem
 
 
 class ChecksumError(DogIQAError):

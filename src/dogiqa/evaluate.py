@@ -1,11 +1,13 @@
 """The evaluate stage: predictions of every variant against MOS.
 
-Reads ``data/predictions/<ds>.csv`` (and the summaries of the segment and score stages for their
-counts of skipped images) and writes:
+Reads a run's ``data/predictions/<run>/<ds>.csv`` (and the summaries of the segment and score
+stages for their counts of skipped images) and writes, in the run's folders:
 
-- ``reports/metrics/<ds>.json`` (``dvc metrics``): per variant SRCC, PLCC, PLCC after the
-  4-parameter logistic fit, KRCC, bootstrap intervals, n and missing;
-- ``reports/plots/<ds>.csv`` (``dvc plots``): image, mos, prediction of the main variant.
+- ``reports/metrics/<run>/<ds>.json``: per variant SRCC, PLCC, PLCC after the 4-parameter
+  logistic fit, KRCC, bootstrap intervals, n and missing (what the notebooks read);
+- ``reports/metrics/<run>/<ds>.headline.json`` (``dvc metrics``): the main variant's SRCC, PLCC,
+  their intervals and n, so that ``dvc exp show`` compares experiments on a few columns;
+- ``reports/plots/<run>/<ds>.csv`` (``dvc plots``): image, mos, prediction of the main variant.
 
 The main (headline) variant is ``aggregate.main`` of params.
 """
@@ -50,11 +52,14 @@ def main_variant(params: Mapping[str, Any]) -> str:
     return config.get_str(config.section(params, "aggregate"), "aggregate", "main")
 
 
-def skipped_counts(dataset: str) -> dict[str, int]:
+HEADLINE_METRICS = ("srcc", "plcc")
+
+
+def skipped_counts(dataset: str, run_name: str = paths.DEFAULT_RUN) -> dict[str, int]:
     """Images the segment and score stages skipped, from their summaries when present."""
     counts = {}
     for stage, kind in (("segment", "regions"), ("score", "scores")):
-        path = paths.summary(kind, dataset)
+        path = paths.summary(kind, dataset, run=run_name)
         if not path.exists():
             continue
         skipped = io.read_json(path, f"{stage} summary").get("skipped", 0)
@@ -79,11 +84,24 @@ def evaluate_table(table: pd.DataFrame, p: EvaluateParams) -> dict[str, dict[str
     return results
 
 
-def run(dataset: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Evaluate one dataset's predictions; write the metrics JSON and the plots CSV."""
+def headline(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures of one variant that ``dvc metrics`` and ``dvc exp show`` list: n, SRCC and
+    PLCC with their bootstrap intervals (None without bootstrap)."""
+    out: dict[str, Any] = {"n": result["n"]}
+    for metric in HEADLINE_METRICS:
+        low, high = result.get(f"{metric}_ci") or (None, None)
+        out.update({metric: result[metric], f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+    return out
+
+
+def run(
+    dataset: str, params: Mapping[str, Any], run_name: str = paths.DEFAULT_RUN
+) -> dict[str, Any]:
+    """Evaluate one dataset's predictions of a run; write the metrics JSON, the headline JSON and
+    the plots CSV."""
     p = validate_params(params)
     main = main_variant(params)
-    source = paths.predictions_table(dataset)
+    source = paths.predictions_table(dataset, run=run_name)
     table = io.read_table(schema.PREDICTIONS, source)
     if table.empty:
         raise DogIQAError(f"{paths.show(source)}: no predictions")
@@ -94,21 +112,24 @@ def run(dataset: str, params: Mapping[str, Any]) -> dict[str, Any]:
     report = {
         "dataset": dataset,
         "main": main,
-        "skipped": skipped_counts(dataset),
+        "skipped": skipped_counts(dataset, run_name),
         "bootstrap_samples": p.bootstrap,
         "confidence": p.confidence,
         "variants": evaluate_table(table, p),
     }
-    io.write_json_atomic(paths.metrics_file(dataset), report)
+    io.write_json_atomic(paths.metrics_file(dataset, run=run_name), report)
+    main_result = report["variants"][main]
+    io.write_json_atomic(paths.headline_file(dataset, run=run_name), headline(main_result))
     plot = table[table["variant"] == main].dropna(subset=["prediction"])
-    io.write_csv_atomic(paths.plot_file(dataset), plot.loc[:, ["image", "mos", "prediction"]])
-    headline = report["variants"][main]
+    plot_path = paths.plot_file(dataset, run=run_name)
+    io.write_csv_atomic(plot_path, plot.loc[:, ["image", "mos", "prediction"]])
     log.info(
-        "evaluate %s: %s SRCC %s PLCC %s (n=%d)",
+        "evaluate %s/%s: %s SRCC %s PLCC %s (n=%d)",
+        run_name,
         dataset,
         main,
-        headline["srcc"],
-        headline["plcc"],
-        headline["n"],
+        main_result["srcc"],
+        main_result["plcc"],
+        main_result["n"],
     )
     return report

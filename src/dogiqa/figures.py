@@ -28,6 +28,11 @@ def discreteness(scores: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _shown(value: float | None) -> str:
+    """A correlation for a title; undefined (None) when the scores do not vary."""
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def figure4(
     frame: pd.DataFrame,
     title: str,
@@ -60,7 +65,7 @@ def figure4(
         result = metrics.evaluate(data.score, data.mos, bootstrap=0)
     grid.set_axis_labels("MOS", ylabel)
     grid.figure.suptitle(
-        f"{title}\nSRCC {result['srcc']:.3f}, PLCC {result['plcc']:.3f}, n = {result['n']}",
+        f"{title}\nSRCC {_shown(result['srcc'])}, PLCC {_shown(result['plcc'])}, n = {result['n']}",
         y=1.02,
         fontsize=10,
     )

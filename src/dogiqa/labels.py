@@ -2,7 +2,7 @@
 
 The table has one row per labelled image, in label-file order: ``image`` (name as written in the
 label file), ``mos`` (native scale), ``mos_norm`` (min-max normalised to 0-1 over the file) and
-``order``. Image paths and the subset are added by the download stage.
+``order``. Image paths are added by the download stage.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Merge the score shards of a dataset into ``data/scores/<ds>.csv`` and its summary.
+"""Merge the score shards of a dataset into ``data/scores/<run>/<ds>.csv`` and its summary.
 
-Reads the N shard outputs (``data/scores/shards/<ds>/<I>.csv`` and ``<I>.summary.json``, N from
-``score.shards``, see ``dogiqa.sharding``) and the regions table, checks that every shard is the
-one the current regions table and score params call for (its images, its settings), and writes
-the scores table and summary exactly as a single run of the score stage writes them: rows in
-the regions table's image order, cells copied as text, counts summed.
+Reads the N shard outputs of a run (``data/scores/<run>/shards/<ds>/<I>.csv`` and
+``<I>.summary.json``, N from ``score.shards``, see ``dogiqa.sharding``) and the regions table,
+checks that every shard is the one the current regions table and score params call for (its
+images, its settings), and writes the scores table and summary exactly as a single run of the
+score stage writes them: rows in the regions table's image order, cells copied as text, counts
+summed.
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ LISTS = ("fallbacks_by_prompt", "skipped")
 
 
 def _read_shard(
-    dataset: str, shard: sharding.Shard, images: list[str], expected: Mapping[str, Any]
+    dataset: str,
+    shard: sharding.Shard,
+    images: list[str],
+    expected: Mapping[str, Any],
+    run_name: str,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One shard's table (as text) and summary, checked against what it should hold."""
-    table_path = sharding.table_path(dataset, shard.index)
-    summary_path = sharding.summary_path(dataset, shard.index)
+    table_path = sharding.table_path(dataset, shard.index, run=run_name)
+    summary_path = sharding.summary_path(dataset, shard.index, run=run_name)
     for path in (table_path, summary_path):
         if not path.exists():
             raise DogIQAError(
                 f"{paths.show(path)}: output of shard {shard} not found (run: python -m "
-                f"dogiqa score --dataset {dataset} --shard {shard})"
+                f"dogiqa score --run {run_name} --dataset {dataset} --shard {shard})"
             )
     summary = io.read_json(summary_path, "shard summary")
     shown = paths.show(summary_path)
@@ -87,23 +92,24 @@ def merge(
     return table, summary
 
 
-def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
-    """Join the N shards of ``dataset``; write the scores table and summary; return the table."""
+def run(dataset: str, params: Mapping[str, Any], run_name: str = paths.DEFAULT_RUN) -> pd.DataFrame:
+    """Join the N shards of ``dataset`` in a run; write the scores table and summary; return
+    the table."""
     settings = score.validate_params(params)
-    regions = score.read_regions(dataset)
+    regions = score.read_regions(dataset, run_name)
     images = list(dict.fromkeys(regions["image"]))
     expected = score.settings_summary(settings)
     parts = [
-        _read_shard(dataset, sharding.Shard(i, settings.shards), images, expected)
+        _read_shard(dataset, sharding.Shard(i, settings.shards), images, expected, run_name)
         for i in range(settings.shards)
     ]
     tables = [t for t, _ in parts]
     if any(list(t.columns) != score.columns(settings.K) for t in tables):
         raise DogIQAError(f"{dataset}: shard tables do not have the scores table's columns")
     table, summary = merge(tables, [s for _, s in parts], images)
-    out = paths.scores_table(dataset)
+    out = paths.scores_table(dataset, run=run_name)
     io.write_csv_atomic(out, table)  # the shards' cells, copied as text
-    io.write_json_atomic(paths.summary("scores", dataset), summary)
+    io.write_json_atomic(paths.summary("scores", dataset, run=run_name), summary)
     log.info(
         "merge-scores %s: %d shards, %d rows -> %s",
         dataset,

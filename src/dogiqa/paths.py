@@ -5,6 +5,12 @@ functions return absolute paths under :func:`root`, found from the working direc
 a notebook opened from ``notebooks/`` reads the same files as the pipeline; :func:`show` turns a
 path back into its root-relative form for tables and messages. Every per-dataset stage output
 comes from :func:`stage_file`. ``base`` (a project root) overrides the search, for tests.
+
+Runs (``runs`` of params.yaml, ``dogiqa.runs``) are computed side by side: each run's outputs
+lie in a folder of its own below each stage's folder (``data/regions/<run>/<ds>.csv``,
+``reports/metrics/<run>/<ds>.json``, its caches in ``data/cache/<stage>/<run>/``), so one run
+never writes where another reads. Labels, raw inputs and the sample selections are shared by
+every run.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ BENCH = REPORTS / "bench"
 NOTEBOOKS = Path("notebooks")
 PARAMS = Path("params.yaml")
 
+DEFAULT_RUN = "cpu"
+"""The run of the default CPU configuration (``runs.cpu`` of params.yaml): the run a stage reads
+and writes when none is named."""
+
 STAGE_DIRS = {
     "labels": LABELS,
     "regions": REGIONS,
@@ -41,6 +51,9 @@ STAGE_DIRS = {
     "plots": PLOTS,
 }
 """Per-dataset outputs: the stage table (or report) kind -> its folder."""
+SHARED_KINDS = ("labels", "selections")
+"""Kinds every run shares (the selections are drawn from labels and other models' cached
+outputs, not from a run's); the others have one folder per run below their folder."""
 
 
 def root() -> Path:
@@ -66,38 +79,55 @@ def show(path: str | Path) -> str:
     return path.as_posix()
 
 
-def stage_file(kind: str, dataset: str, suffix: str = ".csv", base: Path | None = None) -> Path:
-    """``<folder of kind>/<dataset><suffix>``: every per-dataset stage output path."""
-    return at(STAGE_DIRS[kind] / f"{dataset}{suffix}", base)
+def stage_file(
+    kind: str,
+    dataset: str,
+    suffix: str = ".csv",
+    base: Path | None = None,
+    *,
+    run: str = DEFAULT_RUN,
+) -> Path:
+    """``<folder of kind>/<run>/<dataset><suffix>`` (``<folder>/<dataset><suffix>`` for a kind
+    every run shares): every per-dataset stage output path."""
+    folder = STAGE_DIRS[kind]
+    if kind not in SHARED_KINDS:
+        folder = folder / run
+    return at(folder / f"{dataset}{suffix}", base)
 
 
-def summary(kind: str, dataset: str, base: Path | None = None) -> Path:
+def summary(kind: str, dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
     """The JSON summary a stage writes beside its table (labels, regions, scores, predictions)."""
-    return stage_file(kind, dataset, ".summary.json", base)
+    return stage_file(kind, dataset, ".summary.json", base, run=run)
 
 
 def labels_table(dataset: str, base: Path | None = None) -> Path:
     return stage_file("labels", dataset, base=base)
 
 
-def regions_table(dataset: str, base: Path | None = None) -> Path:
-    return stage_file("regions", dataset, base=base)
+def regions_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    return stage_file("regions", dataset, base=base, run=run)
 
 
-def scores_table(dataset: str, base: Path | None = None) -> Path:
-    return stage_file("scores", dataset, base=base)
+def scores_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    return stage_file("scores", dataset, base=base, run=run)
 
 
-def predictions_table(dataset: str, base: Path | None = None) -> Path:
-    return stage_file("predictions", dataset, base=base)
+def predictions_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    return stage_file("predictions", dataset, base=base, run=run)
 
 
-def metrics_file(dataset: str, base: Path | None = None) -> Path:
-    return stage_file("metrics", dataset, ".json", base)
+def metrics_file(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    """Every variant's metrics (``reports/metrics/<run>/<ds>.json``), which the notebooks read."""
+    return stage_file("metrics", dataset, ".json", base, run=run)
 
 
-def plot_file(dataset: str, base: Path | None = None) -> Path:
-    return stage_file("plots", dataset, ".csv", base)
+def headline_file(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    """The main variant's figures (``<ds>.headline.json`` beside the metrics): the DVC metric."""
+    return stage_file("metrics", dataset, ".headline.json", base, run=run)
+
+
+def plot_file(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    return stage_file("plots", dataset, ".csv", base, run=run)
 
 
 def raw_dir(dataset: str, base: Path | None = None) -> Path:
@@ -119,8 +149,9 @@ def figures(*parts: str, base: Path | None = None) -> Path:
     return at(FIGURES.joinpath(*parts), base)
 
 
-def stage_cache(stage: str, name: str, base: Path | None = None) -> Path:
-    return at(CACHE / stage / f"{name}.jsonl", base)
+def stage_cache(stage: str, name: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    """A long stage's per-image cache, ``data/cache/<stage>/<run>/<name>.jsonl``."""
+    return at(CACHE / stage / run / f"{name}.jsonl", base)
 
 
 def params_file(base: Path | None = None) -> Path:

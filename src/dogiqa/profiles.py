@@ -1,8 +1,7 @@
-"""Named configurations (paper, modern) as overrides of params.yaml, and a check of all params.
+"""Named configurations (cpu, paper, modern) as overrides of params.yaml, and a check of all params.
 
-A GPU user switches configuration by params alone:
-``dvc exp run $(python -m dogiqa profile modern)``, or ``python -m dogiqa profile modern --write``
-followed by ``dvc repro``.
+A run (``dogiqa.runs``) names its profile; ``python -m dogiqa profile NAME`` prints a profile as
+``-S key=value`` arguments (for a ``dvc exp run`` that changes the base params itself).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from dogiqa.errors import DogIQAError
+from dogiqa.errors import DogIQAError, ParamError
 
 STAGE_MODULES = (
     "download",
@@ -70,9 +69,22 @@ def set_param_args(changes: dict[str, Any]) -> list[str]:
 
 
 def validate_all(params: dict[str, Any]) -> None:
-    """Run every stage's parameter check; the first bad value raises ParamError naming it."""
-    for module in STAGE_MODULES:
-        importlib.import_module(f"dogiqa.{module}").validate_params(params)
+    """Run every stage's parameter check, on params.yaml as every run (enabled or not) sees it;
+    the first bad value raises ParamError naming it."""
+    from dogiqa import runs
+
+    runs.validate_params(params)
+    for name, run in runs.declared(params).items():
+        seen = runs.run_params(params, name)
+        try:
+            for module in STAGE_MODULES:
+                importlib.import_module(f"dogiqa.{module}").validate_params(seen)
+        except ParamError as exc:
+            if not overrides(run.profile):
+                raise
+            raise ParamError(
+                exc.param, f"{exc.problem} (run {name}, profile {run.profile})"
+            ) from None
 
 
 def write(path: Path, changes: dict[str, Any]) -> None:

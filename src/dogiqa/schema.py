@@ -1,4 +1,4 @@
-"""The stage tables: their columns, how each column is read, and the in-subset rule.
+"""The stage tables: their columns, how each column is read, and a run's sample of images.
 
 One definition per table (docs/data_contracts.md describes the meaning of each column); the
 stages read and write them only through ``dogiqa.io``. Text columns are read as strings with an
@@ -7,11 +7,14 @@ empty cell kept as ``""``; in every other column an empty cell is missing (NaN).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from dogiqa.errors import LabelError
+from dogiqa import config
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Table:
 LABELS = Table(
     "labels table",
     "download",
-    ("image", "path", "mos", "mos_norm", "order", "in_subset"),
+    ("image", "path", "mos", "mos_norm", "order"),
     text=("image", "path"),
 )
 REGIONS = Table(
@@ -109,7 +112,7 @@ REGION_KINDS = ("global", "mask", "complement", "whole")
 LOCAL_KINDS = ("mask", "complement", "whole")
 
 METRICS_KEYS = ("dataset", "main", "skipped", "bootstrap_samples", "confidence", "variants")
-"""Top-level keys of ``reports/metrics/<ds>.json``; per variant the keys of
+"""Top-level keys of ``reports/metrics/<run>/<ds>.json``; per variant the keys of
 ``dogiqa.metrics.evaluate``."""
 
 
@@ -118,17 +121,38 @@ def score_columns(k: int) -> list[str]:
     return [*SCORES.columns[:4], *(f"p{i}" for i in range(1, k + 1)), *SCORE_FIELDS]
 
 
-def in_subset(labels: pd.DataFrame) -> pd.Series:
-    """The rows of the seeded subset: ``in_subset`` is a boolean column (True/False, as the
-    download stage writes it); anything else is refused."""
-    column = labels["in_subset"]
-    if column.dtype != bool:
-        found = sorted({str(v) for v in column})[:4]
-        raise LabelError(f"labels table: in_subset must be True or False, found {found}")
-    return column
+@dataclass(frozen=True)
+class Sample:
+    """A run's images: ``size`` of those with an image file drawn with ``seed`` (0 = all)."""
+
+    size: int
+    seed: int
 
 
-def stage_images(labels: pd.DataFrame) -> pd.DataFrame:
-    """The images the image stages process: in the subset and with an image file, label order."""
-    chosen = labels[in_subset(labels) & (labels["path"].str.strip() != "")]
+def sample_params(params: Mapping[str, Any]) -> Sample:
+    """The ``sample`` section, checked."""
+    sec = config.section(params, "sample")
+    return Sample(
+        size=config.get_int(sec, "sample", "size", minimum=0),
+        seed=config.get_int(sec, "sample", "seed", minimum=0),
+    )
+
+
+def sampled(labels: pd.DataFrame, sample: Sample) -> pd.Series:
+    """The labels table's rows in the run's sample: a seeded random draw among the rows with an
+    image path, in the table's row order (every stage of a run draws the same rows)."""
+    available = (labels["path"].str.strip() != "").to_numpy()
+    candidates = np.flatnonzero(available)
+    chosen = np.zeros(len(labels), dtype=bool)
+    if sample.size == 0 or sample.size >= len(candidates):
+        chosen[candidates] = True
+    else:
+        rng = np.random.default_rng(sample.seed)
+        chosen[rng.choice(candidates, size=sample.size, replace=False)] = True
+    return pd.Series(chosen, index=labels.index)
+
+
+def stage_images(labels: pd.DataFrame, sample: Sample) -> pd.DataFrame:
+    """The images a run's stages process (its sample), in label order."""
+    chosen = labels[sampled(labels, sample)]
     return chosen.sort_values("order", kind="stable").reset_index(drop=True)

@@ -1,10 +1,10 @@
 """The score stage: a distribution over the K levels for the whole image and every region crop.
 
-Reads ``data/regions/<ds>.csv`` (segment stage) and ``data/labels/<ds>.csv`` (image paths),
+Reads ``data/regions/<run>/<ds>.csv`` (segment stage) and ``data/labels/<ds>.csv`` (image paths),
 loads each image once, cuts its distinct region crops (``dogiqa.crops``, ``score.crop``: bbox,
 mask or whole), measures them with each scorer of the configured backend (``dogiqa.scoring``)
-and writes ``data/scores/<ds>.csv`` (see docs/data_contracts.md) and its summary (images, regions
-scored, scorer calls, fallbacks, skipped images with their reasons).
+and writes ``data/scores/<run>/<ds>.csv`` (see docs/data_contracts.md) and its summary (images,
+regions scored, scorer calls, fallbacks, skipped images with their reasons).
 
 A backend may run several scorers (``score.classical.scorer`` lists metrics): each region then
 gets one row per scorer (``prompt_id`` = the scorer's id) in the listed order, from one pass over
@@ -90,8 +90,8 @@ def validate_params(params: Mapping[str, Any]) -> ScoreParams:
     return ScoreParams(backend, k, crop, readout if chosen.readout else None, units, shards)
 
 
-def read_regions(dataset: str) -> pd.DataFrame:
-    return io.read_table(schema.REGIONS, paths.regions_table(dataset))
+def read_regions(dataset: str, run_name: str = paths.DEFAULT_RUN) -> pd.DataFrame:
+    return io.read_table(schema.REGIONS, paths.regions_table(dataset, run=run_name))
 
 
 def _image_paths(dataset: str) -> dict[str, str]:
@@ -166,13 +166,17 @@ class _Todo:
 
 
 def _process(
-    dataset: str, regions: pd.DataFrame, settings: ScoreParams, shard: sharding.Shard | None
+    dataset: str,
+    regions: pd.DataFrame,
+    settings: ScoreParams,
+    shard: sharding.Shard | None,
+    run_name: str,
 ) -> dict[str, Any]:
     """Per image: ``{"values": {prompt_id: [value per region]}}`` or ``{"skipped": reason}``."""
     image_paths = _image_paths(dataset)
-    own = sharding.cache_path(dataset, shard)
+    own = sharding.cache_path(dataset, shard, run=run_name)
     store = cache.ImageCache(own)
-    others = [p for p in sharding.cache_paths(dataset) if p != own]
+    others = [p for p in sharding.cache_paths(dataset, run=run_name) if p != own]
     sources = [store.done(), *(cache.read_only(p) for p in others)]
     fingerprints = settings.fingerprints
     results: dict[str, Any] = {}
@@ -312,25 +316,29 @@ def summarise(
 
 
 def run(
-    dataset: str, params: Mapping[str, Any], shard: str | sharding.Shard | None = None
+    dataset: str,
+    params: Mapping[str, Any],
+    shard: str | sharding.Shard | None = None,
+    run_name: str = paths.DEFAULT_RUN,
 ) -> pd.DataFrame:
-    """Score the dataset's regions (or one shard's); write the scores table and its summary
-    (the shard's own outputs for a shard); return the table."""
+    """Score the dataset's regions (or one shard's) of a run; write the scores table and its
+    summary (the shard's own outputs for a shard) in the run's folders; return the table."""
     settings = validate_params(params)
     chosen = None if shard is None else sharding.parse(str(shard), settings.shards)
-    regions = read_regions(dataset)
+    regions = read_regions(dataset, run_name)
     if chosen is not None:
         mine = chosen.select(list(dict.fromkeys(regions["image"])))
         regions = regions[regions["image"].isin(mine)]
-    results = _process(dataset, regions, settings, chosen)
+    results = _process(dataset, regions, settings, chosen, run_name)
     table, skipped = _table(regions, results, settings)
     summary = summarise(dataset, settings, regions, table, skipped)
     if chosen is None:
-        out, summary_out = paths.scores_table(dataset), paths.summary("scores", dataset)
+        out = paths.scores_table(dataset, run=run_name)
+        summary_out = paths.summary("scores", dataset, run=run_name)
     else:
         summary["shard"] = str(chosen)
-        out = sharding.table_path(dataset, chosen.index)
-        summary_out = sharding.summary_path(dataset, chosen.index)
+        out = sharding.table_path(dataset, chosen.index, run=run_name)
+        summary_out = sharding.summary_path(dataset, chosen.index, run=run_name)
     io.write_table(schema.SCORES, out, table)
     io.write_json_atomic(summary_out, summary)
     log.info(

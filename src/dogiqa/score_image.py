@@ -92,12 +92,14 @@ class Pipeline:
 
 
 def recorded_c_max(params: Mapping[str, Any]) -> tuple[int | None, str]:
-    """c_max from params, else from the aggregate summaries of the study's datasets."""
+    """c_max from params, else from the aggregate summaries of the default run's datasets (the
+    run whose configuration is params.yaml as it is)."""
     value = params["aggregate"]["c_max"]
     if value != "dataset":
         return int(value), "aggregate.c_max"
     found = []
-    for dataset in params.get("datasets", []):
+    default_run = params.get("runs", {}).get(paths.DEFAULT_RUN, {})
+    for dataset in default_run.get("datasets", []):
         summary = results.load_summary("predictions", dataset)
         if summary is not None:
             found.append(

@@ -1,10 +1,10 @@
-"""The segment stage: each image of a dataset's subset -> its regions (Algorithm 1).
+"""The segment stage: each image of a run's sample of a dataset -> its regions (Algorithm 1).
 
-Reads ``data/labels/<ds>.csv`` (the images of the subset with an image file,
+Reads ``data/labels/<ds>.csv`` (the run's sample of the images with an image file,
 ``dogiqa.schema.stage_images``), segments each image with the configured backend
 (``dogiqa.segmentation``), checks the result (``algorithm1.check_regions_table``) and writes
-``data/regions/<ds>.csv`` (see docs/data_contracts.md) and its summary (counts, skipped images with
-their reasons, c_max, mean regions per image). Finished images are cached one per line
+``data/regions/<run>/<ds>.csv`` (see docs/data_contracts.md) and its summary (counts, skipped
+images with their reasons, c_max, mean regions per image). Finished images are cached one per line
 (``dogiqa.cache``), so an interrupted run resumes where it stopped; cache lines made with other
 segment params (or another version of the segmenter or of Algorithm 1) are redone, and so is an
 image whose file changed (one skipped as unreadable is retried then).
@@ -45,6 +45,8 @@ class SegmentParams:
     mode: str
     threshold: algorithm1.Threshold
     section: dict[str, Any]
+    sample: schema.Sample
+    """The run's images (``sample``); not part of the fingerprint: it picks images, not results."""
 
     @cached_property
     def fingerprint(self) -> str:
@@ -58,7 +60,9 @@ class SegmentParams:
 
 
 def validate_params(params: Mapping[str, Any]) -> SegmentParams:
-    """Check the ``segment`` section; raise ParamError naming the first bad param."""
+    """Check the ``segment`` and ``sample`` sections; raise ParamError naming the first bad
+    param."""
+    sample = schema.sample_params(params)
     section = config.section(params, "segment")
     backend_settings(section)  # validates backend and its subsection
     mode = config.get_choice(section, "segment", "mode", algorithm1.MODES)
@@ -71,13 +75,15 @@ def validate_params(params: Mapping[str, Any]) -> SegmentParams:
         mode=mode,
         threshold=algorithm1.Threshold(pixels=min_area, fraction=fraction),
         section=dict(section),
+        sample=sample,
     )
 
 
-def subset_images(dataset: str) -> pd.DataFrame:
-    """Rows of the labels table that the image stages process, in label order."""
-    columns = ("image", "path", "in_subset", "order")
-    return schema.stage_images(io.read_table(schema.LABELS, paths.labels_table(dataset), columns))
+def sample_images(dataset: str, sample: schema.Sample) -> pd.DataFrame:
+    """Rows of the labels table that the run's image stages process, in label order."""
+    columns = ("image", "path", "order")
+    labels = io.read_table(schema.LABELS, paths.labels_table(dataset), columns)
+    return schema.stage_images(labels, sample)
 
 
 def segment_image(
@@ -164,11 +170,12 @@ def check(table: pd.DataFrame, settings: SegmentParams) -> None:
         raise DogIQAError(f"regions table fails its check: {problems[0]}{more}")
 
 
-def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
-    """Segment the dataset's subset; write the regions table and its summary; return the table."""
+def run(dataset: str, params: Mapping[str, Any], run_name: str = paths.DEFAULT_RUN) -> pd.DataFrame:
+    """Segment the run's sample of the dataset; write the regions table and its summary (in the
+    run's folders); return the table."""
     settings = validate_params(params)
-    images = subset_images(dataset)
-    store = cache.ImageCache(paths.stage_cache("segment", dataset))
+    images = sample_images(dataset, settings.sample)
+    store = cache.ImageCache(paths.stage_cache("segment", dataset, run=run_name))
     done = _process(dataset, images, store, settings)
     table, skipped = _tables(images, done, settings.backend)
     check(table, settings)
@@ -185,9 +192,9 @@ def run(dataset: str, params: Mapping[str, Any]) -> pd.DataFrame:
         "c_max": algorithm1.c_max(counts),
         "mean_regions": round(float(counts.mean()), 6) if len(counts) else None,
     }
-    out = paths.regions_table(dataset)
+    out = paths.regions_table(dataset, run=run_name)
     io.write_table(schema.REGIONS, out, table)
-    io.write_json_atomic(paths.summary("regions", dataset), summary)
+    io.write_json_atomic(paths.summary("regions", dataset, run=run_name), summary)
     log.info(
         "segment %s: %d images, %d skipped -> %s",
         dataset,

@@ -1,9 +1,9 @@
-"""Segmentation statistics per dataset and backend, from the regions tables.
+"""Segmentation statistics per run, dataset and backend, from the regions tables.
 
 Writes ``reports/tables/segmentation_stats.csv`` and its Markdown twin ``.md`` with columns:
-``dataset``, ``backend``, ``images`` (segmented images), ``mean_regions`` (mean count c per
-image), ``max_regions`` (c_max), ``complement_share`` (share of images that have a complement
-region).
+``run``, ``dataset``, ``backend``, ``images`` (segmented images), ``mean_regions`` (mean count c
+per image), ``max_regions`` (c_max), ``complement_share`` (share of images that have a complement
+region), for every enabled run and its datasets.
 """
 
 from __future__ import annotations
@@ -13,11 +13,17 @@ from typing import Any
 
 import pandas as pd
 
-from dogiqa import io, paths, schema
-from dogiqa.errors import ParamError
-from dogiqa.registry import DATASETS
+from dogiqa import io, paths, runs, schema
 
-COLUMNS = ["dataset", "backend", "images", "mean_regions", "max_regions", "complement_share"]
+COLUMNS = [
+    "run",
+    "dataset",
+    "backend",
+    "images",
+    "mean_regions",
+    "max_regions",
+    "complement_share",
+]
 OUTPUT = "segmentation_stats"
 """The output table's name (``reports/tables/segmentation_stats.csv``)."""
 
@@ -43,25 +49,20 @@ def dataset_stats(dataset: str, regions: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def validate_params(params: Mapping[str, Any]) -> list[str]:
-    """The dataset keys of ``params['datasets']``; ParamError when missing or unknown."""
-    datasets = params.get("datasets")
-    if not isinstance(datasets, list) or not datasets:
-        raise ParamError("datasets", f"must be a non-empty list, got {datasets!r}")
-    unknown = [d for d in datasets if d not in DATASETS]
-    if unknown:
-        raise ParamError("datasets", f"unknown dataset(s) {unknown}; known: {sorted(DATASETS)}")
-    return list(datasets)
+def validate_params(params: Mapping[str, Any]) -> list[runs.Run]:
+    """The enabled runs (``runs``, ``run_datasets``); ParamError names a bad one."""
+    return runs.enabled(params)
 
 
 def run(params: Mapping[str, Any]) -> pd.DataFrame:
-    """Statistics over the regions tables of ``params['datasets']``; writes CSV and Markdown."""
-    datasets = validate_params(params)
+    """Statistics over the regions tables of every enabled run; writes CSV and Markdown."""
     rows: list[dict[str, Any]] = []
-    for dataset in datasets:
-        columns = ("image", "kind", "count", "backend")
-        regions = io.read_table(schema.REGIONS, paths.regions_table(dataset), columns)
-        rows += dataset_stats(dataset, regions)
+    for study_run in validate_params(params):
+        for dataset in study_run.datasets:
+            columns = ("image", "kind", "count", "backend")
+            path = paths.regions_table(dataset, run=study_run.name)
+            regions = io.read_table(schema.REGIONS, path, columns)
+            rows += [{"run": study_run.name, **row} for row in dataset_stats(dataset, regions)]
     stats = pd.DataFrame(rows, columns=COLUMNS)
     io.write_csv_atomic(paths.table(OUTPUT), stats)
     markdown = stats.to_markdown(index=False, floatfmt=".3f")

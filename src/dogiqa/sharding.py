@@ -3,16 +3,17 @@
 Shard I of N takes every N-th image of the regions table, starting with the I-th (round-robin
 in label order): deterministic, disjoint, together covering every image, and balanced to within
 one image. N is the length of ``score.shards`` (``[0]``: one shard, no sharding;
-``[0, 1, 2, 3]``: four). Shard I writes ``data/scores/shards/<ds>/<I>.csv`` and
-``<I>.summary.json`` and keeps its own cache, ``data/cache/score/<ds>.shard-<I>-of-<N>.jsonl``;
-``dogiqa.merge_scores`` joins the shards into ``data/scores/<ds>.csv``, byte-identical to a
-single run. docs/scaleout.md shows the DVC form (a matrix over dataset x shard, then a merge per
-dataset) and how to run shards on separate machines.
+``[0, 1, 2, 3]``: four). Shard I of a run writes ``data/scores/<run>/shards/<ds>/<I>.csv`` and
+``<I>.summary.json`` and keeps its own cache,
+``data/cache/score/<run>/<ds>.shard-<I>-of-<N>.jsonl``; ``dogiqa.merge_scores`` joins the shards
+into ``data/scores/<run>/<ds>.csv``, byte-identical to a single run. docs/scaleout.md shows
+the DVC form (a matrix over dataset x shard, then a merge per dataset) and how to run shards on
+separate machines.
 
 Commands (without ``--shard``, ``score`` runs the whole dataset):
 
-    python -m dogiqa score --dataset livec --shard 2      # or --shard 2/4
-    python -m dogiqa merge-scores --dataset livec
+    python -m dogiqa score --run paper --dataset livec --shard 2      # or --shard 2/4
+    python -m dogiqa merge-scores --run paper --dataset livec
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Any
 from dogiqa import paths
 from dogiqa.errors import DogIQAError, ParamError
 
-SHARDS_DIR = paths.SCORES / "shards"
-"""Relative to the project root."""
+SHARDS = "shards"
+"""The shards' folder below a run's scores folder."""
 
 
 @dataclass(frozen=True)
@@ -72,23 +73,29 @@ def parse(text: str, count: int) -> Shard:
     return Shard(index, count)
 
 
-def table_path(dataset: str, index: int) -> Path:
-    return paths.at(SHARDS_DIR / dataset / f"{index}.csv")
+def _shard_file(dataset: str, index: int, suffix: str, run: str) -> Path:
+    return paths.at(paths.SCORES / run / SHARDS / dataset / f"{index}{suffix}")
 
 
-def summary_path(dataset: str, index: int) -> Path:
-    return paths.at(SHARDS_DIR / dataset / f"{index}.summary.json")
+def table_path(dataset: str, index: int, *, run: str = paths.DEFAULT_RUN) -> Path:
+    return _shard_file(dataset, index, ".csv", run)
 
 
-def cache_path(dataset: str, shard: Shard | None) -> Path:
+def summary_path(dataset: str, index: int, *, run: str = paths.DEFAULT_RUN) -> Path:
+    return _shard_file(dataset, index, ".summary.json", run)
+
+
+def cache_path(dataset: str, shard: Shard | None, *, run: str = paths.DEFAULT_RUN) -> Path:
     """The cache a run writes to: one per shard, so that shards may run side by side."""
     if shard is None:
-        return paths.stage_cache("score", dataset)
-    return paths.stage_cache("score", f"{dataset}.shard-{shard.index}-of-{shard.count}")
+        return paths.stage_cache("score", dataset, run=run)
+    name = f"{dataset}.shard-{shard.index}-of-{shard.count}"
+    return paths.stage_cache("score", name, run=run)
 
 
-def cache_paths(dataset: str) -> list[Path]:
-    """Every score cache of ``dataset`` (the whole-dataset one and those of any shards)."""
-    whole = paths.stage_cache("score", dataset)
+def cache_paths(dataset: str, *, run: str = paths.DEFAULT_RUN) -> list[Path]:
+    """Every score cache of ``dataset`` in a run (the whole-dataset one and those of any
+    shards)."""
+    whole = paths.stage_cache("score", dataset, run=run)
     shards = sorted(whole.parent.glob(f"{dataset}.shard-*-of-*.jsonl"))
     return ([whole] if whole.exists() else []) + shards

@@ -10,8 +10,8 @@ How they are computed, and why:
 
 - **Which images.** Real images that the default run does not evaluate: per pipeline dataset
   (LIVE Challenge and AGIQA-3k), a seeded draw of ``--per-dataset`` images among those with an
-  image file that are *not* in the seeded subset the image stages process
-  (``download.subset_size``/``subset_seed``; read from ``data/labels/<ds>.csv``, so run the
+  image file that are *not* in the default (CPU) run's sample (its ``sample.size``/``seed``,
+  ``dogiqa.schema.sampled``; the image paths come from ``data/labels/<ds>.csv``, so run the
   download stage first). No MOS is read: the anchors come from the metric's own values, so they
   carry no information about the human scores that the study correlates with. Equal counts per
   dataset keep one dataset's scale from dominating the shared map.
@@ -43,6 +43,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dogiqa.schema import Sample
+
 PERCENTILES = (1.0, 99.0)
 DATASETS = ("livec", "agiqa")
 
@@ -56,12 +58,12 @@ def load() -> dict[str, dict[str, Any]]:
     return load_anchors()
 
 
-def anchor_images(dataset: str, count: int, seed: int) -> pd.DataFrame:
-    """``count`` images of ``dataset`` with a file that the image stages do not process."""
+def anchor_images(dataset: str, count: int, seed: int, sample: Sample) -> pd.DataFrame:
+    """``count`` images of ``dataset`` with a file that are not in the run's ``sample``."""
     from dogiqa import io, paths, schema
 
     labels = io.read_table(schema.LABELS, paths.labels_table(dataset))
-    chosen = ~schema.in_subset(labels) & (labels["path"].str.strip() != "")
+    chosen = ~schema.sampled(labels, sample) & (labels["path"].str.strip() != "")
     held_out = labels[chosen].sort_values("order", kind="stable")
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(held_out), size=min(count, len(held_out)), replace=False))
@@ -130,7 +132,7 @@ def write(path: Path, metrics: dict[str, Any], images: dict[str, pd.DataFrame], 
             "command": f"python -m dogiqa.scoring.anchors --per-dataset {args.per_dataset} "
             f"--seed {args.seed}",
             "percentiles": list(PERCENTILES),
-            "held_out_from": "the download stage's subset (data/labels/<ds>.csv in_subset)",
+            "held_out_from": "the default run's sample (runs.cpu: sample.size, sample.seed)",
             "segment": "params.yaml segment section at the time (classical backend)",
             "crop": "bbox",
             "images_sha256": digest,
@@ -143,7 +145,7 @@ def write(path: Path, metrics: dict[str, Any], images: dict[str, pd.DataFrame], 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from dogiqa import config
+    from dogiqa import config, paths, runs, schema
     from dogiqa.scoring import classical
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--values", type=Path, help="also write every metric value (CSV) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    params = config.load_params(args.params)
-    images = {ds: anchor_images(ds, args.per_dataset, args.seed) for ds in DATASETS}
+    params = runs.run_params(config.load_params(args.params), paths.DEFAULT_RUN)
+    sample = schema.sample_params(params)
+    images = {ds: anchor_images(ds, args.per_dataset, args.seed, sample) for ds in DATASETS}
     values = pd.concat(
         [metric_values(table, params).assign(dataset=ds) for ds, table in images.items()]
     )
