@@ -135,3 +135,24 @@ def test_missing_predictions_table_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DogIQAError, match="predictions table not found"):
         evaluate.run("toy", PARAMS)
+
+
+def test_a_run_of_four_images_is_evaluated_with_one_line_on_the_logistic(
+    tmp_path, monkeypatch, caplog
+):
+    """A tiny sample (here 4 images) gets its metrics, no plcc_logistic, and one warning line
+    saying why; before, scipy's fit raised for 3 images and fitted 4 exactly (PLCC 1)."""
+    monkeypatch.chdir(tmp_path)
+    path = paths.predictions_table("toy")
+    path.parent.mkdir(parents=True)
+    four = {"prediction": [1.0, 2.5, 2.0, 4.0], "mos": [10.0, 30.0, 20.0, 50.0]}
+    images = [f"{i}.jpg" for i in range(4)]
+    pd.DataFrame({"image": images, "variant": "paper:argmax", **four}).to_csv(path, index=False)
+    with caplog.at_level("WARNING", logger="dogiqa.evaluate"):
+        report = evaluate.run("toy", PARAMS)
+    main = report["variants"]["paper:argmax"]
+    assert main["plcc_logistic"] is None and main["srcc"] == pytest.approx(1.0)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "evaluate cpu/toy: paper:argmax: logistic fit needs more than 4 images, got 4: "
+        "no plcc_logistic"
+    ]

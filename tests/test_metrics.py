@@ -153,3 +153,40 @@ def test_paired_difference_of_two_predictors(pair):
     assert 0 < low < result["difference"] < high
     same = metrics.paired_difference(pred, pred, mos, "plcc", n_resamples=100)
     assert same["difference"] == pytest.approx(0.0) and same["ci"] == pytest.approx([0.0, 0.0])
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_too_few_images_for_the_logistic_give_no_value_and_say_why(n):
+    """With no more images than the logistic's four parameters the fit either raises (scipy's
+    curve_fit refuses fewer points than parameters) or passes through every point (PLCC 1):
+    neither is a result, so plcc_logistic stays empty with the reason."""
+    pred = np.array([1.0, 2.5, 2.0, 4.0])[:n]
+    mos = np.array([10.0, 30.0, 20.0, 50.0])[:n]
+    result = metrics.evaluate(pred, mos, bootstrap=0)
+    assert result["plcc_logistic"] is None
+    assert result["logistic_converged"] is False
+    assert result["note"] == f"logistic fit needs more than 4 images, got {n}: no plcc_logistic"
+    assert result["srcc"] == pytest.approx(1.0)  # the other metrics stay
+    params, note = metrics.fit_logistic(pred, mos)
+    assert params is None and note == result["note"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TypeError("The number of func parameters=4 must not exceed the number of data points=3"),
+        np.linalg.LinAlgError("Singular matrix"),
+    ],
+)
+def test_any_logistic_fit_failure_is_noted_not_raised(monkeypatch, pair, error):
+    """What scipy's curve_fit raises (scipy/optimize/_minpack_py.py: TypeError for fewer points
+    than parameters, LinAlgError from a singular step) becomes the note, never a traceback."""
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(metrics.optimize, "curve_fit", fail)
+    pred, mos = pair
+    result = metrics.evaluate(pred, mos, bootstrap=0)
+    assert result["logistic_converged"] is False
+    assert f"did not converge ({error})" in result["note"]

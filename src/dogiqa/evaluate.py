@@ -132,4 +132,6 @@ def run(
         main_result["plcc"],
         main_result["n"],
     )
+    if main_result["note"]:  # e.g. too few images for the logistic fit: one line, no traceback
+        log.warning("evaluate %s/%s: %s: %s", run_name, dataset, main, main_result["note"])
     return report

@@ -21,6 +21,9 @@ from scipy import optimize, stats
 
 MIN_PAIRS = 3
 """Fewer valid pairs than this give no metrics (every value is None)."""
+LOGISTIC_PARAMS = 4
+"""Parameters of :func:`logistic4`: a fit needs more images than this (with as many or fewer it
+passes through every point, or cannot be fitted at all, and its PLCC says nothing)."""
 
 
 def _clean(value: float) -> float | None:
@@ -62,8 +65,19 @@ def _logistic4_jacobian(x: np.ndarray, b1: float, b2: float, b3: float, b4: floa
     )
 
 
+def too_few_for_logistic(n: int) -> str | None:
+    """Why ``n`` images cannot be fitted by :func:`logistic4` (None when they can)."""
+    if n > LOGISTIC_PARAMS:
+        return None
+    return f"logistic fit needs more than {LOGISTIC_PARAMS} images, got {n}: no plcc_logistic"
+
+
 def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """Fit :func:`logistic4` mapping ``pred`` onto ``mos``; returns (params or None, note)."""
+    """Fit :func:`logistic4` mapping ``pred`` onto ``mos``; returns (params or None, note). A fit
+    that cannot be made returns None and says why in the note, never raises."""
+    too_few = too_few_for_logistic(len(pred))
+    if too_few:
+        return None, too_few
     spread = float(np.std(pred)) or 1.0
     p0 = [float(np.max(mos)), float(np.min(mos)), float(np.mean(pred)), spread]
     try:
@@ -73,7 +87,9 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray | None, 
             params, _ = optimize.curve_fit(
                 logistic4, pred, mos, p0=p0, jac=_logistic4_jacobian, maxfev=20000
             )
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, TypeError) as exc:
+        # RuntimeError: no convergence; ValueError: non-finite input, or a singular step
+        # (LinAlgError is one); TypeError: fewer points than parameters (scipy's own check).
         return None, f"logistic fit did not converge ({exc}); plcc_logistic is the raw PLCC"
     if not np.all(np.isfinite(params)):
         return None, "logistic fit gave non-finite parameters; plcc_logistic is the raw PLCC"
@@ -81,8 +97,11 @@ def fit_logistic(pred: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray | None, 
 
 
 def plcc_logistic(pred: np.ndarray, mos: np.ndarray) -> tuple[float | None, bool, str]:
-    """PLCC between the logistic-mapped predictions and MOS: (value, converged, note)."""
+    """PLCC between the logistic-mapped predictions and MOS: (value, converged, note). Too few
+    images give no value; a fit that fails otherwise gives the raw PLCC, and the note says so."""
     params, note = fit_logistic(pred, mos)
+    if too_few_for_logistic(len(pred)):
+        return None, False, note
     if params is None:
         return plcc(pred, mos), False, note
     mapped = logistic4(pred, *params)
