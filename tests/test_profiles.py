@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import yaml
+from stage_project import run_cli
 
 from dogiqa import profiles
 from dogiqa.config import load_params
@@ -43,18 +43,21 @@ def test_unknown_keys_and_profiles_are_refused(project_root):
         profiles.overrides("imaginary")
 
 
-def test_write_keeps_comments_and_changes_only_the_keys(project_root, tmp_path):
+def test_profile_write_is_refused_pointing_to_the_run(project_root, tmp_path):
+    """Written into params.yaml, a profile would change the base params that the cpu run reads
+    too: the command refuses in one line naming the run command and leaves the file alone."""
     target = tmp_path / "params.yaml"
     shutil.copy(project_root / "params.yaml", target)
-    profiles.write(target, {"score.K": 5, "score.prompt": "paper_word_k5"})
-    text = target.read_text()
-    assert "# Parameters of the Dog-IQA study" in text
-    written = yaml.safe_load(text)
-    assert written["score"]["K"] == 5 and written["score"]["prompt"] == "paper_word_k5"
-    original = load_params(project_root / "params.yaml")
-    written["score"]["K"] = original["score"]["K"]
-    written["score"]["prompt"] = original["score"]["prompt"]
-    assert written == original
+    before = target.read_bytes()
+    result = run_cli(tmp_path, "--params", str(target), "profile", "paper", "--write")
+    assert result.returncode == 2 and target.read_bytes() == before
+    assert result.stderr.splitlines() == [
+        "dogiqa profile: error: --write is refused: profile 'paper' would change the base params "
+        "of every run (the cpu run too); a run applies its profile: "
+        "python -m dogiqa runs --enable paper"
+    ]
+    printed = run_cli(tmp_path, "--params", str(target), "profile", "paper")
+    assert printed.returncode == 0 and "-S score.hf.model=mplug-owl3-7b" in printed.stdout
 
 
 def test_check_catches_a_bad_value_in_any_stage(project_root):

@@ -78,17 +78,33 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="cpu, paper or modern")
-    parser.add_argument("--write", action="store_true", help="apply it to the params file")
+    parser.add_argument(
+        "--write", action="store_true", help="refused: a run applies its profile (runs --enable)"
+    )
 
 
 def _profile(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> None:
     changes = module.overrides(args.name)
     if args.write:
-        module.write(args.params_file, changes)
-        shown = paths.show(args.params_file)
-        print(f"{shown}: applied profile {args.name!r} ({len(changes)} keys)")
-    else:
-        print(" ".join(module.set_param_args(changes)))
+        # Written into params.yaml, a profile would change the base params that every run
+        # reads, the cpu run too; a run applies its own profile to them instead.
+        raise DogIQAError(
+            f"--write is refused: profile {args.name!r} would change the base params of every "
+            f"run (the cpu run too); a run applies its profile: {_enable_hint(args)}"
+        )
+    print(" ".join(module.set_param_args(changes)))
+
+
+def _enable_hint(args: argparse.Namespace) -> str:
+    """The command that switches on the run of profile ``args.name``."""
+    try:
+        declared = runs.declared(load_params(args.params_file))
+    except DogIQAError:
+        declared = {}
+    named = [run.name for run in declared.values() if run.profile == args.name]
+    if named:
+        return f"python -m dogiqa runs --enable {named[0]}"
+    return "name it in a run of params.yaml (runs), then python -m dogiqa runs --enable RUN"
 
 
 def _check_params(module: Any, args: argparse.Namespace, params: dict[str, Any]) -> None:
@@ -195,7 +211,7 @@ COMMANDS: dict[str, Command] = {
 """Command name -> what runs it. dvc.yaml's stages call these commands."""
 
 NO_PARAMS = ("profile", "dvc-deps")
-"""Commands that do not read the params file (profile --write edits it as text)."""
+"""Commands that do not read the params file."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ import copy
 import importlib
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -85,21 +84,3 @@ def validate_all(params: dict[str, Any]) -> None:
             raise ParamError(
                 exc.param, f"{exc.problem} (run {name}, profile {run.profile})"
             ) from None
-
-
-def write(path: Path, changes: dict[str, Any]) -> None:
-    """Apply ``changes`` to the YAML file at ``path`` in place, keeping its comments."""
-    from ruamel.yaml import YAML
-
-    yaml_rt = YAML()
-    yaml_rt.preserve_quotes = True
-    document = yaml_rt.load(path.read_text(encoding="utf-8"))
-    apply(json.loads(json.dumps(document)), changes)  # fails on unknown keys before writing
-    for dotted, value in changes.items():
-        node = document
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    with path.open("w", encoding="utf-8") as handle:
-        yaml_rt.dump(document, handle)
