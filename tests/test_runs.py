@@ -53,18 +53,50 @@ def test_enable_and_disable_rewrite_run_datasets_keeping_the_file(tmp_path) -> N
 def test_a_stale_run_datasets_is_refused_before_any_work(params, tmp_path) -> None:
     stale = copy.deepcopy(params)
     stale["runs"]["paper"]["enabled"] = True  # as `dvc exp run -S runs.paper.enabled=true`
-    with pytest.raises(ParamError, match="run_datasets: does not match runs.*runs --write"):
+    told = (
+        "params: run_datasets: lacks the enabled run(s) paper: DVC takes each run's stages from "
+        "run_datasets, which `dvc exp run -S runs...` does not rewrite; run "
+        "`python -m dogiqa runs --enable paper` first (it writes run_datasets), then `dvc repro` "
+        "or `dvc exp run`"
+    )
+    with pytest.raises(ParamError) as caught:
         runs.stage_params(stale, "cpu", "livec")
+    assert str(caught.value) == told
     with pytest.raises(ParamError, match="run_datasets"):
         profiles.validate_all(stale)
     target = tmp_path / "params.yaml"
     target.write_text(yaml.safe_dump(stale, sort_keys=False))
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    result = run_cli(tmp_path, "segment", "--dataset", "livec")
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
-    assert "run_datasets" in result.stderr
+    # The per-run stages, and the report stages (what such an exp run reruns when the cpu run
+    # is up to date), refuse in that one line before any work: no notebook starts.
+    for command in (("segment", "--dataset", "livec"), ("report",)):
+        result = run_cli(tmp_path, *command)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [f"dogiqa {command[0]}: error: {told}"]
+    assert not (tmp_path / "reports").exists()
     check = run_cli(tmp_path, "runs", "--check")
-    assert check.returncode == 1 and "stale" in check.stdout
+    assert check.returncode == 1 and "stale: lacks the enabled run(s) paper" in check.stdout
+
+
+def test_the_stale_message_names_the_commands_that_mend_it(params) -> None:
+    switched = copy.deepcopy(params)
+    switched["runs"]["modern"]["enabled"] = True
+    switched["runs"]["cpu"]["enabled"] = False
+    with pytest.raises(
+        ParamError,
+        match=r"lacks the enabled run\(s\) modern; lists the "
+        r"disabled run\(s\) cpu: .* run `python -m dogiqa runs --enable modern` "
+        r"and `python -m dogiqa runs --disable cpu` first",
+    ):
+        runs.validate_params(switched)
+    fewer = copy.deepcopy(params)
+    fewer["runs"]["cpu"]["datasets"] = ["livec"]
+    with pytest.raises(
+        ParamError,
+        match=r"differs from the enabled runs' datasets in "
+        r"cpu-agiqa: .* run `python -m dogiqa runs --write` first",
+    ):
+        runs.validate_params(fewer)
 
 
 def test_a_stage_runs_only_for_an_enabled_run_and_its_datasets(params) -> None:

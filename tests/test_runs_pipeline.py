@@ -87,6 +87,28 @@ def test_enabling_changing_or_adding_a_run_leaves_the_others_alone(tmp_path: Pat
     assert ran(dvc(root, "repro")) == []
 
 
+def test_an_exp_run_that_only_enables_a_run_stops_in_one_line(tmp_path: Path) -> None:
+    """``dvc exp run -S runs.paper.enabled=true`` leaves run_datasets, from which DVC builds the
+    run stages, as it was: with the cpu run up to date only the report stages (which track
+    ``runs``) rerun, and the first one refuses in one line saying what to run instead."""
+    declared = {"cpu": CPU, "paper": {"profile": "paper", "datasets": ["livec"], "enabled": False}}
+    root = make_project(tmp_path / "study", declared, reports=("report_segmentation",), images=2)
+    dvc(root, "repro")
+    commit(root, "the cpu run")
+    cpu = run_outputs(root, "cpu")
+    result = dvc(root, "exp", "run", "-S", "runs.paper.enabled=true", check=False)
+    assert result.returncode != 0
+    assert ran(result) == ["report_segmentation"]
+    output = (result.stdout + result.stderr).splitlines()
+    assert [line for line in output if line.startswith("dogiqa ")] == [
+        "dogiqa report: error: params: run_datasets: lacks the enabled run(s) paper: DVC takes "
+        "each run's stages from run_datasets, which `dvc exp run -S runs...` does not rewrite; "
+        "run `python -m dogiqa runs --enable paper` first (it writes run_datasets), then "
+        "`dvc repro` or `dvc exp run`"
+    ]
+    assert run_outputs(root, "cpu") == cpu and run_outputs(root, "paper") == {}
+
+
 class ReadOnlyHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder (GET and HEAD, as DVC's HTTP remote reads, dvc_http + fsspec's
     HTTPFileSystem) and records the methods it was asked for."""

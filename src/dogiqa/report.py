@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dogiqa import paths
+from dogiqa import paths, runs
 from dogiqa.config import section
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.io import atomic_path
@@ -155,6 +155,9 @@ def execute(
 
 
 def run(params: dict[str, Any], only: str | None = None) -> None:
+    # The notebooks read the runs: a stale run_datasets (as after `dvc exp run -S
+    # runs.NAME.enabled=true`) is refused here, in one line, before any notebook starts.
+    runs.validate_params(params)
     notebooks = validate_params(params)
     names = list(notebooks)
     if only is not None:

@@ -27,7 +27,6 @@ from dogiqa.registry import DATASETS
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 """A run name: it names folders and, joined to a dataset by ``-``, DVC stages."""
 GENERATED = "run_datasets"
-FIX = "python -m dogiqa runs --write"
 
 
 @dataclass(frozen=True)
@@ -88,11 +87,52 @@ def stage_items(runs: Mapping[str, Run]) -> dict[str, dict[str, str]]:
     }
 
 
+def stale(params: Mapping[str, Any], found: Mapping[str, Run]) -> str | None:
+    """Why ``run_datasets`` does not follow from ``runs``, and the commands that mend it (None
+    when it is current). DVC builds the per-run stages from ``run_datasets`` before any stage
+    runs, so ``dvc exp run -S runs.NAME.enabled=true`` alone leaves it stale: only the ``runs``
+    command rewrites it."""
+    expected = stage_items(found)
+    listed = params.get(GENERATED)
+    if listed == expected:
+        return None
+    listed = listed if isinstance(listed, dict) else {}
+
+    def run_of(key: Any) -> str:
+        return str(key).split("-")[0]  # a run name has no "-" (NAME)
+
+    listed_runs = list(dict.fromkeys(run_of(k) for k in listed))
+    to_enable = [
+        n for n in dict.fromkeys(e["run"] for e in expected.values()) if n not in listed_runs
+    ]
+    to_disable = [n for n in listed_runs if n in found and not found[n].enabled]
+    switched = set(to_enable) | set(to_disable)
+    rest = [k for k in (*expected, *listed) if expected.get(k) != listed.get(k)]
+    rest = [k for k in dict.fromkeys(rest) if run_of(k) not in switched]
+    why, fixes = [], []
+    if to_enable:
+        why.append(f"lacks the enabled run(s) {', '.join(to_enable)}")
+        fixes += [f"--enable {n}" for n in to_enable]
+    if to_disable:
+        why.append(f"lists the disabled run(s) {', '.join(to_disable)}")
+        fixes += [f"--disable {n}" for n in to_disable]
+    if rest or not fixes:
+        why.append(f"differs from the enabled runs' datasets in {', '.join(map(str, rest))}")
+        fixes.append("--write")
+    commands = " and ".join(f"`python -m dogiqa runs {fix}`" for fix in fixes)
+    return (
+        f"{'; '.join(why)}: DVC takes each run's stages from run_datasets, which `dvc exp run "
+        f"-S runs...` does not rewrite; run {commands} first (it writes run_datasets), then "
+        f"`dvc repro` or `dvc exp run`"
+    )
+
+
 def validate_params(params: Mapping[str, Any]) -> dict[str, Run]:
     """Every run, checked, and ``run_datasets`` checked against them."""
     found = declared(params)
-    if params.get(GENERATED) != stage_items(found):
-        raise ParamError(GENERATED, f"does not match runs (the enabled runs' datasets): run {FIX}")
+    reason = stale(params, found)
+    if reason:
+        raise ParamError(GENERATED, reason)
     return found
 
 
@@ -204,8 +244,9 @@ def main(path: Path, params: Mapping[str, Any], **switches: Any) -> int:
         print(f"{paths.show(path)}: {GENERATED} written for the enabled runs")
     else:
         found = declared(params)
-        if params.get(GENERATED) != stage_items(found):
-            print(f"{paths.show(path)}: {GENERATED} is stale: run {FIX}")
+        reason = stale(params, found)
+        if reason:
+            print(f"{paths.show(path)}: {GENERATED} is stale: {reason}")
             if switches.get("check"):
                 return 1
     print("\n".join(describe(found)))
