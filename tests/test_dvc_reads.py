@@ -96,7 +96,10 @@ def _small_project(root: Path) -> None:
     for name in ("dvc.yaml", ".dvcignore", "README.md"):  # README: the site's front page
         shutil.copy(ROOT / name, root / name)
     for name in ("src", "notebooks", "reports/bench"):  # bench: measured outside the pipeline
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        # Not the editable install's metadata (src/*.egg-info): a fresh checkout has none until
+        # ``pip install -e`` writes it, and no stage reads it through the project.
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+        shutil.copytree(ROOT / name, root / name, ignore=ignore)
     (root / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
