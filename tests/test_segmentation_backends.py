@@ -338,8 +338,9 @@ def test_sam2_fingerprint_covers_everything_that_changes_masks(
         section = copy.deepcopy(segment_params)
         section["backend"] = "sam2"
         section["sam2"].update(sam2)
-        return segment.validate_params({"segment": section}).fingerprint
+        return segment.validate_params({"segment": section, "sample": sample}).fingerprint
 
+    sample = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["sample"]
     base = fingerprint()
     assert fingerprint(device="cuda") != base  # floating-point results differ by device
     assert fingerprint(points_per_batch=64) != base
