@@ -9,13 +9,13 @@ in flight. Each crop is one chat-completions request with the image as a lossles
 Scheduling: the score stage hands the scorer its images as a stream
 (:meth:`OpenAIScorer.score_stream`); the crops of the next images are sent while earlier ones
 are still answered, so ``concurrency`` requests stay in flight across images (an image of 7 crops
-no longer caps it at 7, and no image waits for the slowest crop of the one before), and every
+does not cap it at 7, and no image waits for the slowest crop of the one before), and every
 image's scores come back in table order (:func:`dogiqa.scoring.base.in_flight`). A crop is
 prepared (resized, PNG-encoded) in the thread that sends it. Requests go through the client's
 generic ``post`` (its retries and errors, the same JSON body as ``chat.completions.create``):
-the typed method's conversion of the message dictionaries and of the answer into models costs
-more client CPU than the rest of the request, which with 32 requests in flight becomes the
-limit on the loopback benchmark (benchmarks/scaleout.py).
+the typed method's conversion of the message dictionaries and of the answer into models more
+than doubles the client's CPU time per request (``client_cpu_ms_per_request`` in
+reports/bench/scaleout.json), which with 32 requests in flight becomes the limit.
 
 ``logits`` readout: the level tokens' log-probabilities among the returned top-N (a level's
 value is the larger of its spellings "5" / " 5"; levels outside the top N get probability 0),
@@ -110,9 +110,9 @@ def check_params(section: Mapping[str, Any]) -> None:
 
 
 PNG_COMPRESS_LEVEL = 1
-"""zlib level of the PNG sent: every level is lossless; level 1 encodes a 500 x 500 photo about
-three times faster than Pillow's default 6 for ~10% more bytes (benchmarks/scaleout.py), and
-the client encodes every crop it sends."""
+"""zlib level of the PNG sent: every level is lossless, and level 1 encodes a 500 x 500 photo
+about four times faster than Pillow's default 6 (``png_encode_ms`` in
+reports/bench/scaleout.json); the client encodes every crop it sends."""
 
 
 def data_url(image: Image.Image) -> str:
