@@ -352,6 +352,54 @@ def test_hf_batches_crops_of_similar_token_counts_across_images(
     np.testing.assert_allclose(grouped[probs], per_image[probs], atol=1e-5)
 
 
+class Killed(BaseException):
+    """Stands for a kill: no error handler of the stage catches it."""
+
+
+@pytest.mark.slow
+def test_hf_batches_of_a_resumed_run_are_those_of_an_uninterrupted_one(
+    project, params, monkeypatch
+) -> None:
+    """Look-ahead windows count from the run's first image and are cached whole, so the images
+    a killed run left are batched, on resume, with the same neighbours as in one run."""
+    from dogiqa.scoring.hf import AutoAdapter
+
+    qwen = build_qwen25vl(project / "models" / "qwen")
+    hf = {"model": str(qwen), "device": "cpu", "local_files_only": True, "batch_size": 2}
+    chosen = with_score(
+        params,
+        backend="hf",
+        prompt="paper_word_k7",
+        hf__lookahead=2,
+        **{f"hf__{k}": v for k, v in hf.items()},
+    )
+    batches: list[list[tuple[int, int]]] = []
+    kill_at: list[int] = []
+    real = AutoAdapter.inputs
+
+    def inputs(self: AutoAdapter, crops: Any) -> Any:
+        if kill_at and len(batches) == kill_at[0]:
+            raise Killed
+        batches.append([crop.size for crop in crops])
+        return real(self, crops)
+
+    monkeypatch.setattr(AutoAdapter, "inputs", inputs)
+    once = score.run("livec", chosen)
+    whole = list(batches)
+    cache_file = paths.stage_cache("score", "livec")
+    cache_file.unlink()
+    batches.clear()
+    kill_at.append(len(whole) - 1)  # during the last window of images with crops
+    with pytest.raises(Killed):
+        score.run("livec", chosen)
+    kill_at.clear()
+    batches.clear()
+    resumed = score.run("livec", chosen)
+    assert 0 < len(batches) < len(whole)  # the first window's images were cached
+    assert batches == whole[len(whole) - len(batches) :]  # the same neighbours
+    pd.testing.assert_frame_equal(resumed, once)
+
+
 def edited(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Source file ``name`` (a path below src/) reads as if a line had been added to it."""
     real = Path.read_bytes

@@ -21,7 +21,8 @@ Batches: the score stage hands the scorer its images in table order; the crops o
 counts them) and cut into batches of ``batch_size``, largest first, so that the ~1280-token whole
 images are batched together and the small region crops together, instead of every batch being
 padded to its image's whole-image length. Windows are counted from the first image of the run
-(cached images included), so a resumed run batches as an uninterrupted one; ``lookahead: 1``
+(cached images included) and a window's images are cached together once it is scored, so a
+killed and resumed run batches as an uninterrupted one; ``lookahead: 1``
 keeps batches within one image (an image's scores then depend on nothing else in the run, e.g.
 its shard), since a crop's batch neighbours change its bf16 logits in their last digits.
 
