@@ -71,6 +71,7 @@ lint: venv
 
 bench: venv
 	PATH="$(BIN):$$PATH" python benchmarks/scoring.py
+	PATH="$(BIN):$$PATH" python benchmarks/scaleout.py
 	PATH="$(BIN):$$PATH" python benchmarks/pipeline.py
 
 clean-venv:

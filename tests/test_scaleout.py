@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from stage_project import (
@@ -29,8 +30,9 @@ from stage_project import (
     write_labels,
     write_params,
 )
-from test_scoring_openai import MODEL, FakeServer
+from test_scoring_openai import MODEL, FakeServer, Gauge
 
+from dogiqa import crops as region_crops
 from dogiqa import merge_scores, paths, score, segment, sharding
 from dogiqa.cli import COMMANDS
 from dogiqa.errors import DogIQAError, ParamError
@@ -233,8 +235,7 @@ def openai_params(urls: list[str], **changes: Any) -> dict[str, Any]:
         score__openai__model=MODEL,
         score__openai__retries=0,
         score__openai__timeout=30.0,
-        score__openai__concurrency=4,
-        **changes,
+        **{"score__openai__concurrency": 4, **changes},
     )
 
 
@@ -259,6 +260,94 @@ def test_shards_on_separate_servers_merge_to_one_run(segmented, tmp_path, server
         assert server.bodies
     merge_scores.run("livec", openai_params([servers[0].url], score__shards=[0, 1]))
     assert outputs(root) == single
+
+
+# --- requests in flight across images -------------------------------------------------------
+
+
+def cached_images(root: Path) -> list[str]:
+    """The images of the score cache, in the order their lines were written."""
+    lines = paths.stage_cache("score", "livec", base=root).read_text().splitlines()
+    return [json.loads(line)["image"] for line in lines]
+
+
+def table_images(root: Path) -> list[str]:
+    regions = pd.read_csv(paths.regions_table("livec", base=root))
+    return list(dict.fromkeys(regions["image"]))
+
+
+SMALL = {"score__openai__max_pixels": 64 * 64}  # crops sent small: quick to encode and decode
+
+
+def test_requests_stay_in_flight_across_images(segmented, tmp_path) -> None:
+    """score.openai.concurrency requests are in flight over the whole run, not at most one
+    image's crops with a wait for its slowest one; the table, and the order in which images are
+    cached, are those of one request at a time."""
+    gauge = Gauge()
+    server = FakeServer(gauge=gauge)
+    try:
+        params = openai_params([server.url], score__openai__concurrency=1, **SMALL)
+        one = run_single(segmented, tmp_path / "one", params)
+        assert gauge.peak == 1
+        regions = pd.read_csv(paths.regions_table("livec", base=tmp_path / "one"))
+        most = max(region_crops.distinct_crops(g, "bbox") for _, g in regions.groupby("image"))
+        concurrency = most + 4  # more than any one image has crops
+        server.delay, gauge.peak = 0.2, 0
+        params = openai_params([server.url], score__openai__concurrency=concurrency, **SMALL)
+        many = run_single(segmented, tmp_path / "many", params)
+        assert most < gauge.peak <= concurrency  # more than one image's crops at once
+    finally:
+        server.close()
+    assert many == one
+    assert cached_images(tmp_path / "many") == table_images(tmp_path / "many")
+
+
+class FailingServer(FakeServer):
+    """Answers ``answers`` requests, then HTTP 500 (a server that went away) until healed."""
+
+    def __init__(self, answers: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.answers: int | None = answers
+
+    def completion(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            broken = self.answers is not None and self.answers <= 0
+            if self.answers is not None:
+                self.answers -= 1
+        if broken:
+            self.bodies.append(body)
+            return 500, {"error": {"message": "gone", "type": "server_error"}}
+        return super().completion(body)
+
+
+def test_a_stopped_pipelined_run_resumes_to_the_same_table(segmented, tmp_path) -> None:
+    """A server failure stops the stage with the images finished before it cached, whole and in
+    table order; the rerun sends only the other images' crops and writes the table of an
+    uninterrupted run."""
+    reference = FakeServer()
+    try:
+        whole = run_single(segmented, tmp_path / "whole", openai_params([reference.url], **SMALL))
+    finally:
+        reference.close()
+    calls = json.loads(whole[1])["scorer_calls"]
+    server = FailingServer(answers=calls // 2, delay=0.02)
+    try:
+        params = openai_params([server.url], score__openai__concurrency=6, **SMALL)
+        with pytest.raises(DogIQAError, match="answered HTTP 500"):
+            run_single(segmented, tmp_path / "resumed", params)
+        done = cached_images(tmp_path / "resumed")
+        assert done and done == table_images(tmp_path / "resumed")[: len(done)]
+        server.answers, sent = None, len(server.bodies)
+        os.chdir(tmp_path / "resumed")
+        score.run("livec", params)
+        assert outputs(tmp_path / "resumed") == whole
+    finally:
+        server.close()
+    regions = pd.read_csv(paths.regions_table("livec", base=tmp_path / "resumed"))
+    crops_of = {n: region_crops.distinct_crops(g, "bbox") for n, g in regions.groupby("image")}
+    finished = sum(crops_of[n] for n in done if n != "later.JPG")  # later.JPG: skipped
+    assert finished > 0 and len(server.bodies) - sent == calls - finished
+    assert cached_images(tmp_path / "resumed") == table_images(tmp_path / "resumed")
 
 
 # --- commands and DVC -------------------------------------------------------------------------

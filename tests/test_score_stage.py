@@ -310,6 +310,133 @@ def test_hf_backend_runs_the_stage_end_to_end(project, params) -> None:
     assert (table["raw"] == " 8").all() and (table["argmax"] == 1).all()
 
 
+def padding_per_batch(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(padding tokens, real tokens) of every batch the hf backend sends through its model, read
+    from the attention mask of the processor's output."""
+    from dogiqa.scoring.hf import AutoAdapter
+
+    seen: list[tuple[int, int]] = []
+    real = AutoAdapter.inputs
+
+    def inputs(self: AutoAdapter, crops: Any) -> Any:
+        batch = real(self, crops)
+        mask = batch["attention_mask"]
+        seen.append((int((mask == 0).sum()), int(mask.sum())))
+        return batch
+
+    monkeypatch.setattr(AutoAdapter, "inputs", inputs)
+    return seen
+
+
+@pytest.mark.slow
+def test_hf_batches_crops_of_similar_token_counts_across_images(
+    project, params, monkeypatch
+) -> None:
+    """With a look-ahead, the crops of several images are sorted by token count before they are
+    batched: fewer, fuller batches, less padding, the same numbers (fp32) in the same rows."""
+    qwen = build_qwen25vl(project / "models" / "qwen")
+    hf = {"model": str(qwen), "device": "cpu", "local_files_only": True, "batch_size": 3}
+    chosen = with_score(
+        params, backend="hf", prompt="paper_word_k7", **{f"hf__{k}": v for k, v in hf.items()}
+    )
+    batches = padding_per_batch(monkeypatch)
+    per_image = score.run("livec", with_score(chosen, hf__lookahead=1))
+    alone = list(batches)
+    batches.clear()
+    grouped = score.run("livec", with_score(chosen, hf__lookahead=16))
+    assert sum(real for _, real in batches) == sum(real for _, real in alone)
+    assert len(batches) < len(alone)  # batches span images
+    assert sum(pad for pad, _ in batches) < sum(pad for pad, _ in alone)
+    assert grouped[["image", "region"]].equals(per_image[["image", "region"]])
+    probs = [f"p{i}" for i in range(1, 8)]
+    np.testing.assert_allclose(grouped[probs], per_image[probs], atol=1e-5)
+
+
+class Killed(BaseException):
+    """Stands for a kill: no error handler of the stage catches it."""
+
+
+@pytest.mark.slow
+def test_hf_batches_of_a_resumed_run_are_those_of_an_uninterrupted_one(
+    project, params, monkeypatch
+) -> None:
+    """Look-ahead windows count from the run's first image and are cached whole, so the images
+    a killed run left are batched, on resume, with the same neighbours as in one run."""
+    from dogiqa.scoring.hf import AutoAdapter
+
+    qwen = build_qwen25vl(project / "models" / "qwen")
+    hf = {"model": str(qwen), "device": "cpu", "local_files_only": True, "batch_size": 2}
+    chosen = with_score(
+        params,
+        backend="hf",
+        prompt="paper_word_k7",
+        hf__lookahead=2,
+        **{f"hf__{k}": v for k, v in hf.items()},
+    )
+    batches: list[list[tuple[int, int]]] = []
+    kill_at: list[int] = []
+    real = AutoAdapter.inputs
+
+    def inputs(self: AutoAdapter, crops: Any) -> Any:
+        if kill_at and len(batches) == kill_at[0]:
+            raise Killed
+        batches.append([crop.size for crop in crops])
+        return real(self, crops)
+
+    monkeypatch.setattr(AutoAdapter, "inputs", inputs)
+    once = score.run("livec", chosen)
+    whole = list(batches)
+    cache_file = paths.stage_cache("score", "livec")
+    cache_file.unlink()
+    batches.clear()
+    kill_at.append(len(whole) - 1)  # during the last window of images with crops
+    with pytest.raises(Killed):
+        score.run("livec", chosen)
+    kill_at.clear()
+    batches.clear()
+    resumed = score.run("livec", chosen)
+    assert 0 < len(batches) < len(whole)  # the first window's images were cached
+    assert batches == whole[len(whole) - len(batches) :]  # the same neighbours
+    pd.testing.assert_frame_equal(resumed, once)
+
+
+def edited(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Source file ``name`` (a path below src/) reads as if a line had been added to it."""
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        data = real(self)
+        return data + b"\n# edited\n" if self.as_posix().endswith(f"src/{name}") else data
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("backend", ["hf", "openai"])
+@pytest.mark.parametrize(
+    ("name", "rescored"),
+    [
+        ("dogiqa/scoring/base.py", True),  # level readout, crop preparation, error policy
+        ("dogiqa/crops.py", True),  # padding to the aspect limit
+        ("dogiqa/prompts.py", True),  # the chat messages
+        ("dogiqa/scoring/classical.py", False),  # another backend
+        ("dogiqa/config.py", False),  # params checks only
+    ],
+)
+def test_mllm_cache_key_covers_the_code_the_backend_runs(
+    params, monkeypatch, backend, name, rescored
+) -> None:
+    """Cached MLLM scores are keyed by the backend's module and every module of the package it
+    imports, not by its module alone: a change in the shared scoring code rescores."""
+    chosen = with_score(params, backend=backend, prompt="paper_word_k7")
+
+    def fingerprint() -> str:
+        return score.validate_params(chosen).fingerprints["paper_word_k7"]
+
+    before = fingerprint()
+    edited(monkeypatch, name)
+    assert (fingerprint() != before) is rescored
+
+
 def test_crop_errors_are_flagged_fallbacks_counted_in_the_summary(
     project, params, monkeypatch
 ) -> None:
@@ -340,8 +467,8 @@ def test_crop_errors_are_flagged_fallbacks_counted_in_the_summary(
 
 
 def test_hf_batch_size_is_part_of_the_cache_fingerprint(params) -> None:
-    """Padding a batch changes bf16 logits, so scores made with another batch size are not
-    reused as if they were the same."""
+    """Padding a batch changes bf16 logits, so scores made with another batch size or another
+    look-ahead (other batch neighbours) are not reused as if they were the same."""
     hf = {
         "model": "Qwen/Qwen2.5-VL-3B-Instruct",
         "revision": "a" * 40,
@@ -349,6 +476,7 @@ def test_hf_batch_size_is_part_of_the_cache_fingerprint(params) -> None:
         "dtype": "bfloat16",
         "device": "cpu",
         "batch_size": 8,
+        "lookahead": 16,
         "max_pixels": 0,
         "min_side": 28,
         "local_files_only": True,
@@ -359,4 +487,5 @@ def test_hf_batch_size_is_part_of_the_cache_fingerprint(params) -> None:
         return score.validate_params(settings).fingerprints["paper_word_k7"]
 
     assert fingerprint(with_score(base, hf__batch_size=1)) != fingerprint(base)
+    assert fingerprint(with_score(base, hf__lookahead=1)) != fingerprint(base)  # neighbours
     assert fingerprint(with_score(base, hf__local_files_only=False)) == fingerprint(base)

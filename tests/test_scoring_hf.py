@@ -60,6 +60,7 @@ def hf_section(model: Path, **overrides: Any) -> dict[str, Any]:
         "dtype": "auto",
         "device": "cpu",
         "batch_size": 4,
+        "lookahead": 1,
         "max_pixels": 0,
         "min_side": 28,
         "local_files_only": True,
@@ -324,3 +325,35 @@ def test_level_mass_is_the_next_token_probability_on_the_levels(model_dirs, crop
         expected = sum(float(row[ids].max()) for ids in s.level_ids)
         assert result.level_mass == pytest.approx(expected, abs=1e-6)
         assert result.levels_found == 7
+
+
+def test_weights_load_straight_onto_the_device(model_dirs, monkeypatch) -> None:
+    """``from_pretrained`` gets ``device_map`` (transformers' modeling_utils then loads each
+    tensor onto that device, through accelerate, instead of building the whole model in CPU
+    memory first), and the loaded model is not moved afterwards."""
+    import transformers
+
+    calls: list[dict[str, Any]] = []
+    moved: list[Any] = []
+    real_load = transformers.AutoModelForImageTextToText.from_pretrained
+    real_to = transformers.PreTrainedModel.to
+
+    def from_pretrained(*args: Any, **kwargs: Any) -> Any:
+        model = real_load(*args, **kwargs)
+        calls.append(kwargs)
+        return model
+
+    def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if calls:  # after the load
+            moved.append(args or kwargs)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(
+        transformers.AutoModelForImageTextToText, "from_pretrained", from_pretrained
+    )
+    monkeypatch.setattr(transformers.PreTrainedModel, "to", to)
+    s = scorer(model_dirs["qwen2_5_vl"], "paper_word_k7")
+    assert [c.get("device_map") for c in calls] == ["cpu"]
+    assert moved == []
+    assert {p.device.type for p in s.adapter.model.parameters()} == {"cpu"}
+    assert len(s.score([Image.new("RGB", (64, 48), "gray")])) == 1

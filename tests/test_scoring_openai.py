@@ -47,6 +47,14 @@ class Gauge:
             self.now -= 1
 
 
+class Listener(ThreadingHTTPServer):
+    """http.server's threading server with a listen backlog for many requests at once (its
+    default, 5, makes connection number 6 and up wait for a SYN retransmission)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class FakeServer:
     """A minimal OpenAI-compatible server: /v1/models and /v1/chat/completions."""
 
@@ -64,7 +72,7 @@ class FakeServer:
         self.bodies: list[dict[str, Any]] = []
         self.images: list[Image.Image] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd = Listener(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -225,6 +233,42 @@ def test_concurrency_is_bounded_and_servers_share_the_work() -> None:
     finally:
         first.close()
         second.close()
+
+
+class SlowFirstServer(FakeServer):
+    """Answers the first request it gets after ``wait`` seconds, every other one at once."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = wait
+        self.started = 0
+        self.answered_meanwhile = 0
+
+    def completion(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            first = not self.started
+            self.started += 1
+        if first:
+            time.sleep(self.wait)
+            self.answered_meanwhile = len(self.bodies)
+        return super().completion(body)
+
+
+def test_a_stream_of_images_comes_back_in_order() -> None:
+    """Images of one and two crops, the first one answered last: the later images' requests go
+    out while it waits, and every image gets its own crops' scores, in the order given."""
+    fake = SlowFirstServer(wait=0.5)
+    try:
+        images = crops(6)
+        jobs = [("first", images[:1]), ("pair", images[1:3]), ("one", images[3:4])]
+        jobs += [("last", images[4:6])]
+        streamed = list(scorer([fake.url], concurrency=4).score_stream(jobs))
+        assert [tag for tag, _ in streamed] == ["first", "pair", "one", "last"]
+        for (_, given), (_, scores) in zip(jobs, streamed, strict=True):
+            assert [s.argmax for s in scores] == [peak_level(im) for im in given]
+        assert fake.answered_meanwhile == 5  # the other images did not wait for the first
+    finally:
+        fake.close()
 
 
 def test_generate_readout_parses_the_answer(server) -> None:

@@ -112,16 +112,20 @@ def _boost_digits(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) ->
                 head[token] *= DIGIT_BOOST
 
 
-def build_qwen25vl(folder: Path, seed: int = 0) -> Path:
-    """A ~30k-parameter Qwen2.5-VL with processor, saved to ``folder``."""
+def build_qwen25vl(
+    folder: Path, seed: int = 0, pixels: tuple[int, int] = (28 * 28, 28 * 28 * 16)
+) -> Path:
+    """A ~30k-parameter Qwen2.5-VL with processor, saved to ``folder``; the image processor
+    resizes images to between ``pixels`` (min, max) pixels: 1 to 16 image tokens by default,
+    (3136, 12845056), Qwen2.5-VL-7B-Instruct's own limits, for up to 16384."""
     tokenizer = _tokenizer(
         QWEN_SPECIAL, split_digits=True, eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(
-            min_pixels=28 * 28,
-            max_pixels=28 * 28 * 16,
+            min_pixels=pixels[0],
+            max_pixels=pixels[1],
             patch_size=14,
             merge_size=2,
             temporal_patch_size=2,

@@ -82,13 +82,22 @@ def _parsed(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-def closure(modules: Iterable[str], within: str | None = None) -> set[str]:
+def closure(
+    modules: Iterable[str],
+    within: str | None = None,
+    *,
+    names: bool = True,
+    skip: Iterable[str] = (),
+) -> set[str]:
     """``modules`` and every module of the package they import, transitively, with the packages
     that contain them (importing ``a.b`` runs ``a/__init__.py``). With ``within`` (a package),
-    only the modules inside it, without its ``__init__`` and those of the packages above."""
+    only the modules inside it, without its ``__init__`` and those of the packages above.
+    ``names=False`` follows imports only, not strings that name a module (a registry's entries);
+    the modules in ``skip`` are left out, and so is what only they import."""
+    skipped = set(skip)
 
     def kept(name: str) -> bool:
-        return within is None or name.startswith(f"{within}.")
+        return (within is None or name.startswith(f"{within}.")) and name not in skipped
 
     todo = [m for m in modules if module_file(m) is not None and kept(m)]
     seen: set[str] = set()
@@ -100,7 +109,7 @@ def closure(modules: Iterable[str], within: str | None = None) -> set[str]:
         parts = name.split(".")
         if within is None:
             todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        found = imports_of(_parsed(module_file(name)), names=name != DISPATCHER)
+        found = imports_of(_parsed(module_file(name)), names=names and name != DISPATCHER)
         todo += sorted(m for m in found - seen if kept(m))
     return seen
 

@@ -11,6 +11,13 @@ gets one row per scorer (``prompt_id`` = the scorer's id) in the listed order, f
 the images. With a shard (``dogiqa.sharding``) only that shard's images are scored, into the
 shard's own outputs.
 
+Images flow through the scorers as a stream in table order (``dogiqa.scoring.measure_stream``):
+a backend may work across images (the ``openai`` backend keeps its requests in flight across
+them, the ``hf`` backend batches crops of similar sizes from several images), and every image's
+result comes back, and is cached, in table order. Every image of the run passes every scorer
+that any image needs, those it need not measure with no crops, so that a scorer grouping images
+groups them as an uninterrupted run does.
+
 Finished images are cached one per line (``dogiqa.cache``; a shard keeps its own file) with each
 scorer's measured values keyed by the fingerprint of the settings that shape them. Every score
 cache of the dataset is consulted, so an interrupted run, a re-sharded run, one that adds a
@@ -24,19 +31,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm import tqdm
 
 from dogiqa import cache, config, crops, io, paths, prompts, schema, sharding
 from dogiqa.errors import DogIQAError, ImageError
 from dogiqa.images import load_rgb
-from dogiqa.scoring import BACKENDS, READOUTS, LevelScores, Scorer, ScorerUnit, check_section
+from dogiqa.scoring import (
+    BACKENDS,
+    READOUTS,
+    LevelScores,
+    ScorerUnit,
+    check_section,
+    measure_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +118,6 @@ def _regions_hash(group: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def measure_regions(
-    image: np.ndarray,
-    records: Sequence[Mapping[str, Any]],
-    crop_mode: str,
-    scorers: Mapping[str, Scorer],
-) -> dict[str, list[Any]]:
-    """Per scorer, the measured value of every region, in the given region order."""
-    distinct, index = crops.region_crops(image, records, crop_mode)
-    out = {}
-    for name, scorer in scorers.items():
-        values = scorer.measure(distinct)
-        out[name] = [values[i] for i in index]
-    return out
-
-
 # --- cache ----------------------------------------------------------------------------------
 
 
@@ -140,20 +139,6 @@ def _lookup(
     return values, skipped
 
 
-class _LazyScorers:
-    """Builds each scorer (loads a model) only when an image needs it."""
-
-    def __init__(self, units: Sequence[ScorerUnit]) -> None:
-        self.units = {unit.id: unit for unit in units}
-        self._built: dict[str, Scorer] = {}
-
-    def get(self, ids: Sequence[str]) -> dict[str, Scorer]:
-        for unit_id in ids:
-            if unit_id not in self._built:
-                self._built[unit_id] = self.units[unit_id].build()
-        return {unit_id: self._built[unit_id] for unit_id in ids}
-
-
 @dataclass
 class _Todo:
     name: str
@@ -163,6 +148,20 @@ class _Todo:
     key: dict[str, Any]
     """What the image's cache entries must match: its regions and its file's bytes."""
     cached: dict[str, Any]
+    missing: tuple[str, ...] = ()
+    """The prompt ids whose values this run measures (none for a cached or skipped image)."""
+    crops: list[Image.Image] = field(default_factory=list)
+    """The image's distinct crops, while it is being measured."""
+    index: list[int] = field(default_factory=list)
+    """Per region, its crop in ``crops``."""
+    measured: dict[str, list[Any]] = field(default_factory=dict)
+    """Per prompt id of ``missing``, the value of every region."""
+    skipped: str | None = None
+    """Why the image could not be measured (unreadable file, regions of another size)."""
+
+    def needs(self, prompt_id: str) -> bool:
+        """Whether this run measures the image's crops with the scorer of ``prompt_id``."""
+        return prompt_id in self.missing and self.skipped is None
 
 
 def _process(
@@ -180,6 +179,7 @@ def _process(
     sources = [store.done(), *(cache.read_only(p) for p in others)]
     fingerprints = settings.fingerprints
     results: dict[str, Any] = {}
+    items: list[_Todo] = []
     todo: list[_Todo] = []
     for name, group in crops.image_groups(regions):
         listed = image_paths.get(name, "")
@@ -187,11 +187,13 @@ def _process(
         key = {"regions": _regions_hash(group), "file": cache.file_digest(path)}
         item = _Todo(name, group, path, key, {})
         item.cached, skipped = _lookup(name, key, sources)
+        items.append(item)
         if all(fp in item.cached for fp in fingerprints.values()):
             results[name] = {"values": {p: item.cached[fp] for p, fp in fingerprints.items()}}
         elif skipped is not None:
             results[name] = {"skipped": skipped}
         else:
+            item.missing = tuple(p for p, fp in fingerprints.items() if fp not in item.cached)
             todo.append(item)
     where = f"{dataset} shard {shard}" if shard else dataset
     log.info(
@@ -201,42 +203,70 @@ def _process(
         len(results),
         len(todo),
     )
-    scorers = _LazyScorers(settings.units)
     with tqdm(
         total=len(results) + len(todo),
         initial=len(results),
         unit="img",
         desc=f"score ({settings.backend}, {', '.join(settings.prompt_ids)})",
     ) as bar:
-        for item in todo:
-            results[item.name], line = _score_one(item, settings, scorers)
+        for item in _measured(items, settings):
+            if not item.missing:
+                continue
+            results[item.name], line = _result(item, settings)
             store.add(item.name, line)
+            item.crops, item.measured = [], {}  # done: let the pixels go
             bar.update()
     return results
 
 
-def _score_one(
-    item: _Todo, settings: ScoreParams, scorers: _LazyScorers
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the image's result, its cache line)."""
-    fingerprints = settings.fingerprints
-    missing = [p for p, fp in fingerprints.items() if fp not in item.cached]
-    shown = paths.show(item.path)
+def _measured(items: Sequence[_Todo], settings: ScoreParams) -> Iterator[_Todo]:
+    """``items`` in their order, each with its missing values measured. An image's crops are
+    cut when the first scorer asks for it; each scorer that any image needs (its model is built
+    when the stream starts) sees every image, in order."""
+    stream: Iterator[_Todo] = (_cut(item, settings.crop) for item in items)
+    for unit in settings.units:
+        if any(unit.id in item.missing for item in items):
+            stream = _measure_unit(unit, stream)
+    return stream
+
+
+def _cut(item: _Todo, crop_mode: str) -> _Todo:
+    """The image's distinct crops (``item.crops``), or why it is skipped (``item.skipped``)."""
+    if not item.missing:
+        return item
     try:
         if not item.path:
             raise ImageError(f"{item.name}: no image path in the labels table")
         image = load_rgb(item.path)
+        records = item.group.to_dict("records")
         try:
-            computed = measure_regions(
-                image, item.group.to_dict("records"), settings.crop, scorers.get(missing)
-            )
+            item.crops, item.index = crops.region_crops(image, records, crop_mode)
         except ImageError as exc:
-            raise ImageError(f"{shown}: {exc}") from None
+            raise ImageError(f"{paths.show(item.path)}: {exc}") from None
     except ImageError as exc:
         log.warning("score: skipping %s: %s", item.name, exc)
-        return {"skipped": str(exc)}, {**item.key, "skipped": str(exc)}
+        item.skipped = str(exc)
+    return item
+
+
+def _measure_unit(unit: ScorerUnit, stream: Iterable[_Todo]) -> Iterator[_Todo]:
+    """The images of ``stream``, in order, with the values of ``unit``'s scorer measured where
+    it is missing."""
+    scorer = unit.build()
+    jobs = ((item, item.crops if item.needs(unit.id) else []) for item in stream)
+    for item, values in measure_stream(scorer, jobs):
+        if item.needs(unit.id):
+            item.measured[unit.id] = [values[i] for i in item.index]
+        yield item
+
+
+def _result(item: _Todo, settings: ScoreParams) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the image's result, its cache line)."""
+    if item.skipped is not None:
+        return {"skipped": item.skipped}, {**item.key, "skipped": item.skipped}
+    fingerprints = settings.fingerprints
     values = dict(item.cached)
-    for prompt_id, measured in computed.items():
+    for prompt_id, measured in item.measured.items():
         values[fingerprints[prompt_id]] = measured
     result = {"values": {p: values[fp] for p, fp in fingerprints.items()}}
     return result, {**item.key, "scores": values}

@@ -17,25 +17,46 @@ limits of every model's processor before any processor sees it, :func:`find_leve
 finds the level tokens from a tokenizer's encode/decode, and :class:`CropErrors` turns an error
 raised for one crop into a flagged fallback while an error that means the setup is wrong (out of
 memory, missing files, wrong environment) stops the stage with one line.
+
+Scheduling: the score stage hands a scorer the crops of many images at once as a stream of jobs
+(:func:`measure_stream`: one job per image, results back in the jobs' order), so that a backend
+can work across images: the ``openai`` backend keeps its requests in flight across images
+(:func:`in_flight`), the ``hf`` backend batches crops of similar token counts from several
+images. A scorer without a stream of its own measures job by job.
+
+Cached MLLM scores are keyed by :func:`backend_code_version`: the source of the backend's module
+and of every module of the package it imports, this one included.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from dogiqa import crops, prompts, schema
+from dogiqa.cache import files_version
 from dogiqa.errors import DogIQAError, ParamError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+"""A job's tag: what the caller gets back with the job's results (the score stage's image)."""
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+Job = tuple[T, Sequence[Image.Image]]
+"""One image's crops for one scorer, with its tag."""
 
 BACKENDS: dict[str, str] = {
     "classical": "dogiqa.scoring.classical",
@@ -281,7 +302,7 @@ class CropErrors:
         self._lock = threading.Lock()  # the openai backend scores crops in threads
 
     def call(
-        self, fn: Callable[[list[Image.Image]], list[LevelScores]], batch: list[Image.Image]
+        self, fn: Callable[[list[Item]], list[LevelScores]], batch: list[Item]
     ) -> list[LevelScores]:
         try:
             out = fn(batch)
@@ -326,13 +347,86 @@ class Scorer(Protocol):
 
 
 class LevelScorer:
-    """For scorers whose cached value is the level scores themselves (the MLLM backends)."""
+    """For scorers whose cached value is the level scores themselves (the MLLM backends).
+
+    A subclass defines ``score`` (one call per image) or ``score_stream`` (jobs of many images,
+    which it may schedule together); each of the two is derived from the other."""
 
     def score(self, crops: list[Image.Image]) -> list[LevelScores]:
-        raise NotImplementedError
+        [(_, scores)] = list(self.score_stream([(None, crops)]))
+        return scores
+
+    def score_stream(self, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[LevelScores]]]:
+        """Per job, in the jobs' order, the level scores of its crops."""
+        for tag, job_crops in jobs:
+            yield tag, self.score(list(job_crops)) if job_crops else []
 
     def measure(self, crops: list[Image.Image]) -> list[Any]:
         return [s.to_json() for s in self.score(crops)]
+
+    def measure_stream(self, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[Any]]]:
+        for tag, scores in self.score_stream(jobs):
+            yield tag, [s.to_json() for s in scores]
+
+
+def measure_stream(scorer: Scorer, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[Any]]]:
+    """Per job, in the jobs' order, the values ``scorer.measure`` gives its crops: through the
+    scorer's own ``measure_stream`` where it has one (it may read ahead and work across jobs),
+    otherwise job by job. A job without crops gets an empty list."""
+    own = getattr(scorer, "measure_stream", None)
+    if callable(own):
+        return own(jobs)
+    return ((tag, scorer.measure(list(found)) if found else []) for tag, found in jobs)
+
+
+def in_flight(
+    jobs: Iterable[tuple[T, Sequence[Item]]],
+    work: Callable[[Item], Result],
+    workers: int,
+    hold: int,
+) -> Iterator[tuple[T, list[Result]]]:
+    """Per job, in the jobs' order, ``work`` of each of its items, run in ``workers`` threads
+    across jobs: the items of later jobs start while an earlier job still waits, so ``workers``
+    calls stay busy whatever the size of a job. Jobs are read ahead until ``hold`` items are
+    held (started, queued, or done behind an unfinished earlier job), which bounds memory; a
+    job is always taken whole. A call that raises stops the stream with its error at once (calls
+    not yet started are cancelled)."""
+    pending: deque[tuple[T, list[Future[Result]]]] = deque()
+    unfinished: set[Future[Result]] = set()
+    held = 0
+
+    def finished() -> Iterator[tuple[T, list[Result]]]:
+        nonlocal held
+        while pending and all(f.done() for f in pending[0][1]):
+            tag, futures = pending.popleft()
+            held -= len(futures)
+            yield tag, [f.result() for f in futures]
+
+    def settle() -> None:
+        nonlocal unfinished
+        done, unfinished = wait(unfinished, return_when=FIRST_COMPLETED)
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                raise error
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dogiqa-score")
+    try:
+        for tag, items in jobs:
+            futures = [pool.submit(work, item) for item in items]
+            pending.append((tag, futures))
+            unfinished.update(futures)
+            held += len(futures)
+            yield from finished()
+            while held >= hold and unfinished:
+                settle()
+                yield from finished()
+        while pending:
+            if unfinished:
+                settle()
+            yield from finished()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -381,6 +475,35 @@ def check_prompt_levels(section: Mapping[str, Any]) -> prompts.Prompt:
             "score.prompt", f"{prompt.id} has K={prompt.K} but score.K is {section['K']}"
         )
     return prompt
+
+
+BOOKKEEPING_MODULES = (
+    "dogiqa.cache",
+    "dogiqa.config",
+    "dogiqa.dvcdeps",
+    "dogiqa.errors",
+    "dogiqa.paths",
+)
+"""Modules a backend imports that never touch a score (params checks, cache keys, file
+locations, error types): a change there keeps cached scores."""
+
+
+@functools.cache
+def backend_code_files(module: str) -> tuple[Path, ...]:
+    """The source files that shape a backend's scores: its module and every module of the
+    package it imports, transitively (this one, the crop preparation, the prompts' code, ...),
+    found as dvc.yaml's code deps are (:mod:`dogiqa.dvcdeps`), following imports only (not
+    the backend registry's names of the other backends) and without :data:`BOOKKEEPING_MODULES`.
+    The prompt's own text is a setting of its own, so the prompts file is not among them."""
+    from dogiqa import dvcdeps
+
+    modules = dvcdeps.closure([module], within="dogiqa", names=False, skip=BOOKKEEPING_MODULES)
+    return tuple(sorted(dvcdeps.module_file(m) for m in modules))
+
+
+def backend_code_version(module: str) -> str:
+    """A short hash of :func:`backend_code_files`: scores cached by other code are not reused."""
+    return files_version(backend_code_files(module))
 
 
 def prompt_unit(

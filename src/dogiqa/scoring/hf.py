@@ -16,8 +16,19 @@ bf16 that output has a step of 0.125 at typical magnitudes (24.03 and 23.95 both
 which would make ties common. The full (model-dtype) logits give only the normaliser of
 ``level_mass``, the next-token probability on the levels.
 
+Batches: the score stage hands the scorer its images in table order; the crops of
+``lookahead`` consecutive images are sorted by their number of image tokens (as the processor
+counts them) and cut into batches of ``batch_size``, largest first, so that the ~1280-token whole
+images are batched together and the small region crops together, instead of every batch being
+padded to its image's whole-image length. Windows are counted from the first image of the run
+(cached images included) and a window's images are cached together once it is scored, so a
+killed and resumed run batches as an uninterrupted one; ``lookahead: 1``
+keeps batches within one image (an image's scores then depend on nothing else in the run, e.g.
+its shard), since a crop's batch neighbours change its bf16 logits in their last digits.
+
 Weights load in fp32 on CPU and in bf16 on CUDA, or in fp32 where the GPU has no bf16 (V100,
-T4: Qwen2-family models overflow in fp16), unless ``dtype`` says otherwise. The paper's
+T4: Qwen2-family models overflow in fp16), unless ``dtype`` says otherwise, straight onto the
+device (``device_map``: no full copy in CPU memory first). The paper's
 mPLUG-Owl3 has its own remote code and processor API; it goes through :class:`MPlugOwl3Adapter`
 (one crop per call), in the environment its code was written for (``make venv-paper``).
 
@@ -29,8 +40,9 @@ one crop makes it a flagged fallback, an error that means the setup is wrong sto
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
@@ -40,13 +52,15 @@ import torch
 from PIL import Image
 
 from dogiqa import config, prompts
-from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
     CropErrors,
+    Job,
     LevelScorer,
     LevelScores,
     ScorerBackend,
+    T,
+    backend_code_version,
     fallback_scores,
     find_level_token_ids,
     first_line,
@@ -76,6 +90,7 @@ def check_params(section: Mapping[str, Any]) -> None:
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ParamError(f"{prefix}.device", f"must be auto, cpu or cuda[:N], got {device!r}")
     config.get_int(section, prefix, "batch_size", minimum=1)
+    config.get_int(section, prefix, "lookahead", minimum=1)
     config.get_int(section, prefix, "max_pixels", minimum=0)
     config.get_int(section, prefix, "min_side", minimum=1)
     allow = config.get_bool(section, prefix, "trust_remote_code")
@@ -210,6 +225,18 @@ def _load_error(source: str, exc: Exception) -> DogIQAError:
     return DogIQAError(f"cannot load model {source}: {first_line(exc)}")
 
 
+def plan_batches(tokens: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of crops in batches of at most ``batch_size``, crops of similar token counts
+    together (a left-padded batch is as long as its longest crop): sorted by ``tokens``, largest
+    first, so that a batch size too large for the device fails on the first batch."""
+    order = sorted(range(len(tokens)), key=lambda i: (-tokens[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pixel_count(crop: Image.Image) -> int:
+    return crop.width * crop.height
+
+
 class AutoAdapter:
     """AutoProcessor + AutoModelForImageTextToText and the processor's chat template."""
 
@@ -226,18 +253,42 @@ class AutoAdapter:
         params = inspect.signature(model.forward).parameters
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._readouts: dict[tuple[int, ...], LevelReadout] = {}
+        self._counts_tokens = callable(getattr(processor, "_get_num_multimodal_tokens", None))
+
+    def image_tokens(self, crop: Image.Image) -> int:
+        """The number of tokens the processor gives ``crop``, as its
+        ``_get_num_multimodal_tokens`` computes them from the size (transformers'
+        processing_utils; what vLLM reads too); a processor without it: the pixel count,
+        which orders crops alike for a model whose tokens grow with the area."""
+        if self._counts_tokens:
+            try:
+                counted = self.processor._get_num_multimodal_tokens(
+                    image_sizes=[(crop.height, crop.width)]
+                )
+                return int(counted["num_image_tokens"][0])
+            except Exception as exc:  # an API transformers marks as subject to change
+                log.info("score: processor cannot count image tokens (%s)", first_line(exc))
+                self._counts_tokens = False
+        return pixel_count(crop)
 
     @staticmethod
     def load_kwargs(
-        resolved: ResolvedModel, dtype: torch.dtype, local_files_only: bool, version: str | None
+        resolved: ResolvedModel,
+        dtype: torch.dtype,
+        local_files_only: bool,
+        version: str | None,
+        device: torch.device | str = "cpu",
     ) -> dict[str, dict[str, Any]]:
-        """Keyword arguments of ``from_pretrained``: ``processor`` and ``model``."""
+        """Keyword arguments of ``from_pretrained``: ``processor`` and ``model``. The weights
+        load onto ``device`` directly (``device_map``; transformers then reads each tensor
+        onto it, through accelerate, instead of building the model in CPU memory first)."""
         common = {
             "revision": resolved.revision,
             "trust_remote_code": resolved.trust_remote_code,
             "local_files_only": local_files_only,
         }
-        return {"processor": common, "model": {**common, dtype_keyword(version): dtype}}
+        model = {**common, dtype_keyword(version): dtype, "device_map": str(device)}
+        return {"processor": common, "model": model}
 
     @classmethod
     def load(
@@ -250,13 +301,13 @@ class AutoAdapter:
     ) -> AutoAdapter:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        kwargs = cls.load_kwargs(resolved, dtype, local_files_only, None)
+        kwargs = cls.load_kwargs(resolved, dtype, local_files_only, None, device)
         try:
             processor = AutoProcessor.from_pretrained(resolved.source, **kwargs["processor"])
             model = AutoModelForImageTextToText.from_pretrained(resolved.source, **kwargs["model"])
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise _load_error(resolved.source, exc) from None
-        return cls(model.to(device), processor, prompt)
+        return cls(model, processor, prompt)
 
     def inputs(self, crops: Sequence[Image.Image]) -> Any:
         batch = self.processor(
@@ -337,15 +388,26 @@ class MPlugOwl3Adapter:
 
     @staticmethod
     def load_kwargs(
-        resolved: ResolvedModel, dtype: torch.dtype, local_files_only: bool, version: str | None
+        resolved: ResolvedModel,
+        dtype: torch.dtype,
+        local_files_only: bool,
+        version: str | None,
+        device: torch.device | str = "cpu",
     ) -> dict[str, dict[str, Any]]:
-        """Keyword arguments of ``from_pretrained``: ``tokenizer`` and ``model``."""
+        """Keyword arguments of ``from_pretrained``: ``tokenizer`` and ``model`` (onto
+        ``device`` directly, as :meth:`AutoAdapter.load_kwargs`; transformers 4.37.2 takes
+        ``device_map`` too, through the paper environment's accelerate)."""
         common = {
             "revision": resolved.revision,
             "trust_remote_code": True,
             "local_files_only": local_files_only,
         }
-        model = {**common, dtype_keyword(version): dtype, "attn_implementation": "sdpa"}
+        model = {
+            **common,
+            dtype_keyword(version): dtype,
+            "attn_implementation": "sdpa",
+            "device_map": str(device),
+        }
         return {"tokenizer": common, "model": model}
 
     @classmethod
@@ -360,13 +422,17 @@ class MPlugOwl3Adapter:
         check_mplug_owl3_environment()
         from transformers import AutoModel, AutoTokenizer
 
-        kwargs = cls.load_kwargs(resolved, dtype, local_files_only, None)
+        kwargs = cls.load_kwargs(resolved, dtype, local_files_only, None, device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.source, **kwargs["tokenizer"])
             model = AutoModel.from_pretrained(resolved.source, **kwargs["model"])
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise _load_error(resolved.source, exc) from None
-        return cls(model.to(device), tokenizer, prompt)
+        return cls(model, tokenizer, prompt)
+
+    def image_tokens(self, crop: Image.Image) -> int:
+        """One crop per forward pass: nothing is padded, the pixel count orders crops."""
+        return pixel_count(crop)
 
     def messages(self) -> list[dict[str, str]]:
         """A new message list (the processor edits the one it is given)."""
@@ -423,6 +489,7 @@ class HFScorer(LevelScorer):
         batch_size: int = 8,
         max_pixels: int = 0,
         min_side: int = 28,
+        lookahead: int = 1,
     ) -> None:
         self.adapter = adapter
         self.prompt = prompt
@@ -430,6 +497,7 @@ class HFScorer(LevelScorer):
         self.name = prompt.id
         self.readout = readout
         self.batch_size = batch_size
+        self.lookahead = lookahead
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.level_ids = level_token_ids(adapter.tokenizer, self.K)
@@ -455,6 +523,7 @@ class HFScorer(LevelScorer):
             section["batch_size"],
             section["max_pixels"],
             section["min_side"],
+            section.get("lookahead", 1),  # checked params always name it
         )
 
     def level_logits(self, crops: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
@@ -483,17 +552,32 @@ class HFScorer(LevelScorer):
             )
         return out
 
-    def score(self, crops: list[Image.Image]) -> list[LevelScores]:
-        prepared = self._prepare(crops)
-        out: list[LevelScores] = []
-        for start in range(0, len(prepared), self.batch_size):
-            out += self.errors.call(self._score_batch, prepared[start : start + self.batch_size])
-        return out
+    def run(self, prepared: Sequence[Image.Image]) -> list[LevelScores]:
+        """The scores of prepared crops, in their order, from batches of similar token counts
+        (:func:`plan_batches`)."""
+        tokens = [self.adapter.image_tokens(crop) for crop in prepared]
+        out: list[LevelScores | None] = [None] * len(prepared)
+        for batch in plan_batches(tokens, self.batch_size):
+            scores = self.errors.call(self._score_batch, [prepared[i] for i in batch])
+            for i, score in zip(batch, scores, strict=True):
+                out[i] = score
+        return out  # type: ignore[return-value]  (every index is in one batch)
+
+    def score_stream(self, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[LevelScores]]]:
+        """Per image, in order: the crops of ``lookahead`` images at a time batched together."""
+        jobs = iter(jobs)
+        while window := list(itertools.islice(jobs, self.lookahead)):
+            prepared = [self._prepare(crops) for _, crops in window]
+            flat = self.run([crop for crops in prepared for crop in crops])
+            start = 0
+            for (tag, _), crops in zip(window, prepared, strict=True):
+                yield tag, flat[start : start + len(crops)]
+                start += len(crops)
 
 
 NEUTRAL_SETTINGS = ("local_files_only",)
-"""Settings of ``score.hf`` that do not change the scores (``batch_size`` does: padding a batch
-changes bf16 logits)."""
+"""Settings of ``score.hf`` that do not change the scores (``batch_size`` and ``lookahead`` do:
+a crop's batch neighbours and padding change bf16 logits)."""
 
 
 def fingerprint_settings(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -516,7 +600,7 @@ BACKEND = ScorerBackend(
         "hf",
         NEUTRAL_SETTINGS,
         lambda s: HFScorer.from_params(s["hf"], s["prompt"], int(s["K"]), s["readout"]),
-        code_version(HFScorer, resolve),
+        backend_code_version(__name__),
         fingerprint_settings,
     ),
 )

@@ -1,10 +1,21 @@
 """The ``openai`` backend: an OpenAI-compatible chat server, e.g. ``vllm serve MODEL``.
 
 For scale-out over many GPUs: start one server per GPU (or one with tensor parallelism) and list
-their URLs in ``score.openai.base_urls``; crops go to them round-robin, at most ``concurrency``
-requests in flight. Each crop is one chat-completions request with the image as a lossless PNG
-data URL (JPEG would add its own distortion to what is being rated), ``max_tokens: 1``,
+their URLs in ``score.openai.base_urls``; crops go to them round-robin, ``concurrency`` requests
+in flight. Each crop is one chat-completions request with the image as a lossless PNG data URL
+(JPEG would add its own distortion to what is being rated), ``max_tokens: 1``,
 ``temperature: 0``, ``logprobs: true`` and ``top_logprobs: N``.
+
+Scheduling: the score stage hands the scorer its images as a stream
+(:meth:`OpenAIScorer.score_stream`); the crops of the next images are sent while earlier ones
+are still answered, so ``concurrency`` requests stay in flight across images (an image of 7 crops
+does not cap it at 7, and no image waits for the slowest crop of the one before), and every
+image's scores come back in table order (:func:`dogiqa.scoring.base.in_flight`). A crop is
+prepared (resized, PNG-encoded) in the thread that sends it. Requests go through the client's
+generic ``post`` (its retries and errors, the same JSON body as ``chat.completions.create``):
+the typed method's conversion of the message dictionaries and of the answer into models more
+than doubles the client's CPU time per request (``client_cpu_ms_per_request`` in
+reports/bench/scaleout.json), which with 32 requests in flight becomes the limit.
 
 ``logits`` readout: the level tokens' log-probabilities among the returned top-N (a level's
 value is the larger of its spellings "5" / " 5"; levels outside the top N get probability 0),
@@ -41,24 +52,27 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from dogiqa import config, prompts
-from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
     CropErrors,
+    Job,
     LevelScorer,
     LevelScores,
     ScorerBackend,
+    T,
+    backend_code_version,
     fallback_scores,
     find_level_token_ids,
+    first_line,
     from_logits,
+    in_flight,
     one_hot,
     parse_level,
     prepare_crop,
@@ -95,10 +109,16 @@ def check_params(section: Mapping[str, Any]) -> None:
     config.get_int(section, prefix, "max_pixels", minimum=0)
 
 
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNG sent: every level is lossless, and level 1 encodes a 500 x 500 photo
+about four times faster than Pillow's default 6 (``png_encode_ms`` in
+reports/bench/scaleout.json); the client encodes every crop it sends."""
+
+
 def data_url(image: Image.Image) -> str:
-    """The image as a base64 PNG data URL."""
+    """The image as a base64 PNG data URL (lossless)."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
+    image.convert("RGB").save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -281,58 +301,73 @@ class OpenAIScorer(LevelScorer):
         part = {"type": "image_url", "image_url": {"url": data_url(crop)}}
         return prompts.chat_messages(self.prompt, part)
 
-    def _request(self, crop: Image.Image) -> tuple[int, Any]:
+    def prepare(self, crop: Image.Image) -> dict[str, Any]:
+        """The chat-completions request body of one crop (the crop brought within every
+        model's limits first)."""
+        prepared = prepare_crop(crop, 1, self.max_pixels)
+        return {
+            "model": self.model,
+            "messages": self._messages(prepared),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+        }
+
+    def _request(self, body: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
+        """(the server's index, the answer's first choice) for one request body."""
         import openai
 
         index, client = self._client()
-        extra = {"return_tokens_as_token_ids": True} if self._level_ids.get(index) else None
+        if self._level_ids.get(index):  # vLLM's extra parameter: tokens as token_id:N
+            body = {**body, "return_tokens_as_token_ids": True}
         try:
-            response = client.chat.completions.create(
-                model=self.model,
-                messages=self._messages(crop),
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=True,
-                top_logprobs=self.top_logprobs,
-                extra_body=extra,
-            )
+            response = client.post("/chat/completions", cast_to=object, body=body)
         except openai.APIStatusError as exc:
             if exc.status_code in CROP_STATUSES:
                 raise CropRejected(self._describe(index, exc)) from None
             raise DogIQAError(self._describe(index, exc)) from None
         except openai.APIError as exc:
             raise DogIQAError(self._describe(index, exc)) from None
-        if not response.choices:
+        choices = response.get("choices") if isinstance(response, Mapping) else None
+        if not choices or not isinstance(choices[0], Mapping):
             raise DogIQAError(f"server {self.base_urls[index]} returned no choices")
-        return index, response.choices[0]
+        return index, choices[0]
 
-    def _score_prepared(self, crop: Image.Image) -> LevelScores:
-        index, choice = self._request(crop)
-        text = (choice.message.content or "") if choice.message else ""
+    def _read(self, index: int, choice: Mapping[str, Any]) -> LevelScores:
+        """The level scores in a choice of the chat-completions answer (as JSON)."""
+        text = str((choice.get("message") or {}).get("content") or "")
         if self.readout == "generate":
             level = parse_level(text, self.K)
             return fallback_scores(self.K, text) if level is None else one_hot(level, self.K, text)
-        content = choice.logprobs.content if choice.logprobs else None
-        if not content or not content[0].top_logprobs:
+        content = (choice.get("logprobs") or {}).get("content")
+        if not content or not content[0].get("top_logprobs"):
             raise DogIQAError(
                 f"server {self.base_urls[index]} returned no top_logprobs; the logits readout "
                 "needs them (vLLM: --max-logprobs >= score.openai.top_logprobs)"
             )
         first = content[0]
-        entries = [{"token": first.token, "logprob": first.logprob}]  # the chosen token
-        entries += [t.model_dump() for t in first.top_logprobs]
+        entries = [{"token": first["token"], "logprob": first["logprob"]}]  # the chosen token
+        entries += first["top_logprobs"]
         values = level_logprobs(entries, self.K, self._level_ids.get(index))
         return from_logits(values, log_norm=0.0)  # log-probabilities: normaliser 1
 
-    def score_one(self, crop: Image.Image) -> LevelScores:
-        prepared = prepare_crop(crop, 1, self.max_pixels)
-        return self.errors.call(lambda batch: [self._score_prepared(batch[0])], [prepared])[0]
+    def _send(self, body: Mapping[str, Any]) -> LevelScores:
+        try:
+            return self._read(*self._request(body))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DogIQAError(
+                f"server answer not in the chat-completions shape ({first_line(exc)})"
+            ) from None
 
-    def score(self, crops: list[Image.Image]) -> list[LevelScores]:
-        if len(crops) <= 1 or self.concurrency == 1:
-            return [self.score_one(c) for c in crops]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(crops))) as pool:
-            return list(pool.map(self.score_one, crops))
+    def score_one(self, crop: Image.Image) -> LevelScores:
+        body = self.prepare(crop)
+        return self.errors.call(lambda batch: [self._send(batch[0])], [body])[0]
+
+    def score_stream(self, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[LevelScores]]]:
+        """Per image, in order, with ``concurrency`` requests in flight across images; at most
+        twice as many crops held at once."""
+        return in_flight(jobs, self.score_one, self.concurrency, 2 * self.concurrency)
 
 
 NEUTRAL_SETTINGS = ("base_urls", "api_key_env", "concurrency", "retries", "timeout")
@@ -346,6 +381,6 @@ BACKEND = ScorerBackend(
         "openai",
         NEUTRAL_SETTINGS,
         lambda s: OpenAIScorer.from_params(s["openai"], s["prompt"], int(s["K"]), s["readout"]),
-        code_version(OpenAIScorer),
+        backend_code_version(__name__),
     ),
 )
