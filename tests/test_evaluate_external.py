@@ -68,20 +68,17 @@ def test_authors_livec_reproduces_over_all_1169_images(table):
 def test_qbench_rows_for_every_model_dataset_and_temperature(table):
     qbench = table[table.source == "qbench"]
     assert qbench.model.nunique() == 15 == len(external.QBENCH_MODELS)
-    for temperature in (100.0, 1.0):
-        rows = qbench[qbench.temperature == temperature]
-        assert len(rows) == 75
-        assert set(zip(rows.model, rows.dataset, strict=True)) == {
-            (m, d) for m in external.QBENCH_MODELS for d in LABELLED
-        }
+    # One PLCC definition: every Q-Bench row at Q-Bench's temperature, 100.
+    assert set(qbench.temperature) == {100.0} and len(qbench) == 75
+    assert set(zip(qbench.model, qbench.dataset, strict=True)) == {
+        (m, d) for m in external.QBENCH_MODELS for d in LABELLED
+    }
     assert (qbench.bootstrap_samples == 0).all() and qbench.srcc_ci_low.isna().all()
     assert qbench.srcc.notna().all() and qbench.plcc.notna().all()
     # Q-Bench's leaderboard prints 0.385 / 0.389 for CLIP ViT-L/14 on SPAQ
     clip = evaluate_external.select(table, "qbench", "clip_vit_l14", "spaq", temperature=100.0)
     assert (clip.srcc, clip.plcc) == pytest.approx((0.385, 0.389), abs=0.001)
     assert clip.n == 11125
-    figure = evaluate_external.select(table, "qbench", "clip_vit_l14", "spaq", temperature=1.0)
-    assert figure.srcc == pytest.approx(clip.srcc, abs=1e-3) and figure.plcc != clip.plcc
     t5 = qbench[qbench.model == "instructblip_t5"]
     assert t5.reader_note.str.contains("logit_high").all()
     repeated = qbench.duplicates_dropped > 0
@@ -150,6 +147,24 @@ def test_missing_external_files_are_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(info.value)
     with pytest.raises(DogIQAError, match="evaluate-external"):
         evaluate_external.load()
+
+
+def test_qbench_file_gives_one_row_at_qbench_temperature(mirror):
+    """One PLCC definition for Q-Bench scores: the leaderboard's temperature (100), nothing else."""
+    import scipy.io
+
+    data = mirror / "livec" / "Data"
+    names = scipy.io.loadmat(data / "AllImages_release.mat")["AllImages_release"]
+    mos = scipy.io.loadmat(data / "AllMOS_release.mat")["AllMOS_release"]
+    labels = pd.DataFrame(
+        {"image": [str(cell[0][0]) for cell in names], "mos": np.asarray(mos, float).ravel()}
+    )
+    task = evaluate_external.Task("qbench", "clip_vit_l14", "livec", labels)
+    point = evaluate_external.validate_params({**PARAMS, "evaluate": {**PARAMS["evaluate"]}})
+    rows = evaluate_external.evaluate_file(task, mirror / "external", point)
+    assert [row["temperature"] for row in rows] == [100.0]
+    # Q-Bench's leaderboard prints 0.307 / 0.308 for CLIP ViT-L/14 on LIVE Challenge.
+    assert (rows[0]["srcc"], rows[0]["plcc"]) == pytest.approx((0.307, 0.308), abs=0.001)
 
 
 def test_select_refuses_absent_or_ambiguous_rows():

@@ -161,3 +161,21 @@ def test_registry_entries_verify_against_the_mirror(mirror):
         assert set(listed) == present, key
         for name, digest in listed.items():
             assert _sha256(source / name) == digest, name
+
+
+def test_training_sets_mark_in_domain_results():
+    """pyiqa's Q-Align is q-future/one-align, whose model card lists SPAQ as seen: in-domain."""
+    assert external.in_domain("qalign", "spaq")
+    assert not external.in_domain("qalign", "livec")  # "unseen" on its model card
+    assert not external.in_domain("topiq_nr", "spaq")  # KonIQ weights by default
+    assert external.in_domain("clipiqa+", "koniq")
+    with pytest.raises(DogIQAError, match="no training set recorded for 'musiq'"):
+        external.in_domain("musiq", "spaq")
+
+
+def test_every_trained_pyiqa_metric_has_a_cited_training_set():
+    sets = external.training_sets()
+    trained = {"clipiqa+", "qalign", "qualiclip+", "topiq_nr"}
+    assert trained <= set(sets) <= set(external.PYIQA_METRICS)
+    for name in trained:
+        assert sets[name].trained_on and "github.com" in sets[name].source

@@ -190,3 +190,27 @@ def test_any_logistic_fit_failure_is_noted_not_raised(monkeypatch, pair, error):
     result = metrics.evaluate(pred, mos, bootstrap=0)
     assert result["logistic_converged"] is False
     assert f"did not converge ({error})" in result["note"]
+
+
+def test_paired_difference_p_value_agrees_with_its_interval(pair):
+    pred, mos = pair
+    rng = np.random.default_rng(5)
+    worse = pred + rng.normal(0, 2.0, pred.size)
+    clear = metrics.paired_difference(pred, worse, mos, "srcc", n_resamples=300, seed=0)
+    assert clear["ci"][0] > 0 and clear["p_value"] < 0.05
+    close = pred + rng.normal(0, 0.01, pred.size)
+    vague = metrics.paired_difference(pred, close, mos, "srcc", n_resamples=300, seed=0)
+    assert vague["ci"][0] <= 0 <= vague["ci"][1] and vague["p_value"] >= 0.05
+
+
+def test_bootstrap_p_value_is_twice_the_smaller_tail():
+    assert metrics.bootstrap_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == 0.5
+    assert metrics.bootstrap_p_value(np.array([1.0, 2.0, np.nan])) == 0.0
+    assert metrics.bootstrap_p_value(np.array([np.nan])) is None
+
+
+def test_holm_adjusts_step_down_and_skips_missing():
+    # sorted p 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> monotone: 0.03, 0.06, 0.06
+    adjusted, rejected = metrics.holm([0.04, 0.01, np.nan, 0.03])
+    np.testing.assert_allclose(adjusted, [0.06, 0.03, np.nan, 0.06])
+    assert rejected.tolist() == [False, True, False, False]

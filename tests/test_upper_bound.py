@@ -1,4 +1,4 @@
-"""The three discretisation formulas of Table 1 on hand-checkable inputs, and the real table."""
+"""The discretisation formulas of Table 1 on hand-checkable inputs, and the real table."""
 
 from __future__ import annotations
 
@@ -25,6 +25,27 @@ def test_paper000_maps_onto_k_levels_from_zero():
 def test_paper001_uses_k_plus_one_levels():
     # 3 * (s - 2) / 8 = [0, .375, 1.125, 1.5, 3] -> [0, 0, 1, 2, 3]
     np.testing.assert_array_equal(ub.discretise_paper001(MOS, 3), [0, 0, 1, 2, 3])
+
+
+def test_equal_frequency_puts_edges_at_the_quantiles():
+    # np.quantile at 1/3, 2/3: 3 + 2/3 = 3.67 and 5 + 2/3 = 5.67 -> [0, 0, 1, 2, 2]
+    np.testing.assert_array_equal(ub.discretise_equal_frequency(MOS, 3), [0, 0, 1, 2, 2])
+
+
+def test_lloyd_max_finds_the_clusters_that_uniform_rounding_splits():
+    # Three clusters; uniform rounding of (s - 0) / 40 * 2 puts 14 and 16 on different levels.
+    mos = np.array([0.0, 1.0, 2.0, 14.0, 15.0, 16.0, 40.0])
+    np.testing.assert_array_equal(ub.discretise_lloyd_max(mos, 3), [0, 0, 0, 1, 1, 1, 2])
+    np.testing.assert_array_equal(ub.discretise_paper000(mos, 3), [0, 0, 0, 1, 1, 1, 2])
+    skewed = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 40.0])
+    np.testing.assert_array_equal(ub.discretise_lloyd_max(skewed, 3), [0, 0, 0, 1, 1, 1, 2])
+    assert ub.upper_bound(skewed, 3, "lloyd_max")[2] > ub.upper_bound(skewed, 3, "paper000")[2]
+
+
+def test_data_adaptive_bins_get_no_printed_value():
+    table = ub.compute({"livec": np.linspace(0, 100, 50)}, [3], ["code", "lloyd_max"])
+    assert table.set_index("formula").loc["code", "paper"] == 0.915
+    assert np.isnan(table.set_index("formula").loc["lloyd_max", ["paper", "delta"]]).all()
 
 
 def test_perfectly_kept_ranking_gives_one():
@@ -92,3 +113,25 @@ def test_bad_params_name_the_param(key, value):
     sec[key] = value
     with pytest.raises(ParamError, match=f"upper_bound.{key}"):
         ub.validate_params({"upper_bound": sec})
+
+
+def test_adaptive_bins_beat_uniform_rounding_on_koniq(mirror):
+    """KonIQ, K = 3: seed 000's Eq. 1 keeps (SRCC + PLCC) / 2 = .801, equal-frequency bins .910,
+    Lloyd-Max bins .916: the printed bound is that of uniform rounding only."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from dogiqa.labels import read_labels
+    from dogiqa.registry import DATASETS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "koniq"
+        for resource in DATASETS["koniq"].labels:
+            (folder / resource.dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(mirror / resource.mirror, folder / resource.dest)
+        mos = read_labels(DATASETS["koniq"], folder)["mos"].to_numpy()
+    means = {name: ub.upper_bound(mos, 3, name)[2] for name in ub.FORMULAS}
+    assert means["paper000"] == pytest.approx(0.801, abs=0.0005)
+    assert means["equal_frequency"] == pytest.approx(0.910, abs=0.0005)
+    assert means["lloyd_max"] == pytest.approx(0.916, abs=0.0005)

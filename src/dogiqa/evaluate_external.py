@@ -10,11 +10,12 @@ computed here, once, and the report notebooks read them from one tidy table:
 KRCC and the percentile bootstrap intervals of SRCC and PLCC (params ``evaluate``, the same as
 for this study's own predictions).
 
-Q-Bench rows come at two temperatures: 100, Q-Bench's evaluation protocol (the values its
-leaderboard prints), and 1, the model's own probability of "good" drawn in Figure 4 (notebook
-04). Q-Bench rows carry no bootstrap interval (``bootstrap_samples`` 0): the reports set them
-against the leaderboard's point values, and intervals for 75 files of up to 11k images each would
-triple the stage's time.
+Q-Bench rows come at one temperature, 100: Q-Bench's evaluation protocol (its eval.ipynb divides
+both logits by 100 before the softmax; the values its leaderboard prints reproduce only so), used
+by every report that shows a Q-Bench score (Table 6's MLLM choice in notebook 03, Figure 4 in
+notebook 04). Q-Bench rows carry no bootstrap interval (``bootstrap_samples`` 0): the reports
+set them against the leaderboard's point values, and intervals for 75 files of up to 11k images
+each would triple the stage's time.
 
 The CSV keeps full float precision, so that report tables computed from it are identical to
 tables computed from the predictions themselves.
@@ -95,7 +96,7 @@ MARKDOWN_COLUMNS = [
 ALL_IMAGES, TEST_IMAGES = "all", "test"
 AUTHORS_MODEL = ("dogiqa_authors", "mPLUG-Owl3")
 QBENCH_PROTOCOL_TEMPERATURE = external.QBENCH_TEMPERATURE
-QBENCH_FIGURE_TEMPERATURE = 1.0
+"""The one temperature of every Q-Bench score in this study (see the module's docstring)."""
 
 
 @dataclass(frozen=True)
@@ -175,25 +176,16 @@ def _authors_rows(task: Task, folder: Path, p: EvaluateParams) -> list[dict[str,
 
 
 def _qbench_rows(task: Task, folder: Path, p: EvaluateParams) -> list[dict[str, Any]]:
-    """Point values at Q-Bench's temperature and at temperature 1 (no intervals, see above)."""
+    """Point values at Q-Bench's temperature (no intervals, see above)."""
     scores = external.read_qbench(task.model, task.dataset, folder)
     path = (
         folder / external.QBENCH_DIR / task.model / f"{external.QBENCH_DATASETS[task.dataset]}.json"
     )
     name = external.QBENCH_MODELS.get(task.model, task.model)
-    # One join to the labels for both temperatures: join the logit gap, then map it to each
-    # temperature's score (the same floating-point operations as the reader's score column).
-    frame = scores.frame
-    gaps, counts = external.match_labels(
-        frame.assign(score=frame.logit_good - frame.logit_poor), task.labels
-    )
+    joined, counts = external.match_labels(scores.frame, task.labels)
     point = EvaluateParams(0, p.seed, p.confidence, p.logistic)
-    rows = []
-    for temperature in (QBENCH_PROTOCOL_TEMPERATURE, QBENCH_FIGURE_TEMPERATURE):
-        joined = gaps.assign(score=external.qbench_score(gaps.score, 0.0, temperature))
-        at = {"temperature": temperature}
-        rows.append(_row(task, name, joined, counts["extra"], scores, path, point, **at))
-    return rows
+    at = {"temperature": QBENCH_PROTOCOL_TEMPERATURE}
+    return [_row(task, name, joined, counts["extra"], scores, path, point, **at)]
 
 
 def _pyiqa_rows(task: Task, folder: Path, p: EvaluateParams) -> list[dict[str, Any]]:

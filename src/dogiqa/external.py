@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy.special import expit
 
 from dogiqa import paths
@@ -145,6 +147,37 @@ PYIQA_METRICS = {
 }
 """pyiqa metric files and their names in the papers' tables. NIQE is stored negated (higher is
 better), so its correlations with MOS are positive."""
+
+TRAINING_SETS = "external_training_sets.yaml"
+"""The trained external models' training sets, each with its source (``dogiqa/resources``)."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one trained external model saw in training, and where that is stated."""
+
+    trained_on: tuple[str, ...]
+    source: str
+
+
+def training_sets() -> dict[str, TrainingSet]:
+    """pyiqa metric name -> its training set, from ``resources/external_training_sets.yaml``."""
+    text = resources.files("dogiqa").joinpath(f"resources/{TRAINING_SETS}").read_text("utf-8")
+    return {
+        name: TrainingSet(tuple(entry["trained_on"]), " ".join(entry["source"].split()))
+        for name, entry in yaml.safe_load(text)["models"].items()
+    }
+
+
+def in_domain(metric: str, dataset: str) -> bool:
+    """Whether ``metric`` was trained on ``dataset``: its result there is not cross-dataset.
+
+    Unknown metrics raise: a trained model whose training set is not recorded cannot be placed."""
+    known = training_sets()
+    if metric not in known:
+        raise DogIQAError(f"no training set recorded for {metric!r} (see {TRAINING_SETS})")
+    return dataset in known[metric].trained_on
+
 
 LIVEC_TRAINING = tuple(f"t{i}.bmp" for i in range(1, 8))
 """LIVE Challenge's 7 training images; the 1162-image test set is the label file without them."""

@@ -28,6 +28,15 @@ def discreteness(scores: np.ndarray) -> dict[str, Any]:
     }
 
 
+DISCRETE_MAX_VALUES = 20
+"""At most this many distinct values, all integers: a K-level answer (drawn as counts per level)."""
+
+
+def is_discrete(shape: Mapping[str, Any]) -> bool:
+    """Whether a prediction set, described by :func:`discreteness`, is a K-level answer."""
+    return shape["share at an integer"] == 1.0 and shape["distinct values"] <= DISCRETE_MAX_VALUES
+
+
 def _shown(value: float | None) -> str:
     """A correlation for a title; undefined (None) when the scores do not vary."""
     return "undefined" if value is None else f"{value:.3f}"
@@ -51,16 +60,18 @@ def figure4(
     data = frame.dropna(subset=["score", "mos"])
     if data.empty:
         raise ValueError(f"{title}: no image has both a score and a MOS")
+    shape = discreteness(data.score.to_numpy(float))
     with sns.axes_style("ticks"):
-        grid = sns.jointplot(
-            data=data,
-            x="mos",
-            y="score",
-            kind="reg",
-            height=4.2,
-            joint_kws={"ci": None, "scatter_kws": {"s": 8, "alpha": 0.35}},
-            marginal_kws={"bins": 40},
-        )
+        grid = sns.JointGrid(data=data, x="mos", y="score", height=4.2)
+        grid.plot_joint(sns.regplot, ci=None, scatter_kws={"s": 8, "alpha": 0.35})
+        sns.histplot(x=data.mos, ax=grid.ax_marg_x, bins=40, kde=True)
+        if is_discrete(shape):
+            # A K-level answer has no density: one bar per answered level, counts only.
+            sns.histplot(y=data.score, ax=grid.ax_marg_y, discrete=True, shrink=0.8)
+        else:
+            sns.histplot(y=data.score, ax=grid.ax_marg_y, bins=40, kde=True)
+        for margin in (grid.ax_marg_x, grid.ax_marg_y):
+            margin.set(xlabel="", ylabel="")
     if result is None:
         result = metrics.evaluate(data.score, data.mos, bootstrap=0)
     grid.set_axis_labels("MOS", ylabel)
@@ -78,5 +89,5 @@ def figure4(
         "n": result["n"],
         "srcc": result["srcc"],
         "plcc": result["plcc"],
-        **discreteness(data.score.to_numpy(float)),
+        **shape,
     }

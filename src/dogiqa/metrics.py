@@ -155,13 +155,13 @@ def _bootstrap_inputs(statistic: str, *samples: np.ndarray) -> tuple[tuple[np.nd
     raise ValueError(f"unknown statistic {statistic!r}: expected 'srcc' or 'plcc'")
 
 
-def _percentile_interval(
+def _bootstrap(
     samples: tuple[np.ndarray, ...], func: Any, n_resamples: int, seed: int, level: float
-) -> list[float] | None:
-    """Paired percentile bootstrap interval of ``func(*samples)``; None when not finite."""
+) -> Any:
+    """Paired percentile bootstrap of ``func(*samples)`` (``scipy.stats.BootstrapResult``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate resamples (constant) give NaN, dropped below
-        result = stats.bootstrap(
+        return stats.bootstrap(
             samples,
             func,
             paired=True,
@@ -172,10 +172,48 @@ def _percentile_interval(
             method="percentile",
             rng=np.random.default_rng(seed),
         )
+
+
+def _interval(result: Any) -> list[float] | None:
+    """The result's interval; None when not finite."""
     low, high = result.confidence_interval
     if not (np.isfinite(low) and np.isfinite(high)):
         return None
     return [float(low), float(high)]
+
+
+def _percentile_interval(
+    samples: tuple[np.ndarray, ...], func: Any, n_resamples: int, seed: int, level: float
+) -> list[float] | None:
+    """Paired percentile bootstrap interval of ``func(*samples)``; None when not finite."""
+    return _interval(_bootstrap(samples, func, n_resamples, seed, level))
+
+
+def bootstrap_p_value(distribution: np.ndarray) -> float | None:
+    """Two-sided p-value of "the difference is 0" from a bootstrap distribution of it.
+
+    The smallest alpha at which the (1 - alpha) percentile interval excludes 0:
+    2 * min(share <= 0, share >= 0), at most 1. None without finite resamples."""
+    values = np.asarray(distribution, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    return float(min(1.0, 2 * min(np.mean(values <= 0), np.mean(values >= 0))))
+
+
+def holm(p_values: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down correction of a family of p-values (``statsmodels`` ``multipletests``):
+    the adjusted p-values and which hypotheses are rejected at family-wise error ``alpha``.
+    Missing p-values (NaN) stay missing and are not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    rejected = np.zeros(p.shape, dtype=bool)
+    valid = np.isfinite(p)
+    if valid.any():
+        rejected[valid], adjusted[valid], _, _ = multipletests(p[valid], alpha, method="holm")
+    return adjusted, rejected
 
 
 def bootstrap_ci(
@@ -204,12 +242,13 @@ def paired_difference(
 ) -> dict[str, Any]:
     """Difference of a correlation between two predictors on the same images, with a paired
     percentile bootstrap interval (both resampled with the same images, so their shared
-    image-sampling noise cancels). Images where either prediction is missing are skipped."""
+    image-sampling noise cancels) and the two-sided p-value of a zero difference from the same
+    resamples (:func:`bootstrap_p_value`). Images where either prediction is missing are skipped."""
     a, b, m = (np.asarray(v, dtype=float) for v in (pred_a, pred_b, mos))
     valid = np.isfinite(a) & np.isfinite(b) & np.isfinite(m)
     a, b, m = a[valid], b[valid], m[valid]
     samples, func = _bootstrap_inputs(statistic, a, b, m)
-    out: dict[str, Any] = {"n": int(valid.sum()), "difference": None, "ci": None}
+    out: dict[str, Any] = {"n": int(valid.sum()), "difference": None, "ci": None, "p_value": None}
     if out["n"] < MIN_PAIRS or np.ptp(a) == 0 or np.ptp(b) == 0:
         return out
     out["difference"] = float(func(samples[0], samples[2]) - func(samples[1], samples[2]))
@@ -218,7 +257,9 @@ def paired_difference(
         def diff(x: np.ndarray, y: np.ndarray, z: np.ndarray, axis: int = -1) -> np.ndarray:
             return func(x, z, axis=axis) - func(y, z, axis=axis)
 
-        out["ci"] = _percentile_interval(samples, diff, n_resamples, seed, level)
+        result = _bootstrap(samples, diff, n_resamples, seed, level)
+        out["ci"] = _interval(result)
+        out["p_value"] = bootstrap_p_value(result.bootstrap_distribution)
     return out
 
 
