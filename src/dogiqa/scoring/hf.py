@@ -56,7 +56,7 @@ from dogiqa.scoring.base import (
     prepare_crop,
     prompt_unit,
 )
-from dogiqa.scoring.models import ResolvedModel, resolve
+from dogiqa.scoring.models import ResolvedModel, adapter_class, resolve
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ class HFScorer(LevelScorer):
         resolved = resolve(section["model"], section.get("revision"), section["trust_remote_code"])
         device = pick_device(section["device"])
         dtype = pick_dtype(section["dtype"], device, resolved.fp16_overflows)
-        loader = MPlugOwl3Adapter if resolved.loader == "mplug_owl3" else AutoAdapter
+        loader = adapter_class(resolved.loader)  # registered by model type (models.ADAPTERS)
         log.info("score: loading %s (%s, %s)", resolved.source, device, dtype)
         adapter = loader.load(resolved, prompt, dtype, device, section["local_files_only"])
         return cls(
