@@ -56,6 +56,9 @@ repro: venv
 	# The download stages fill data/raw, which data.dvc records: run them first so that a fresh
 	# clone without a DVC remote has the raw inputs before DVC verifies that record.
 	PATH="$(BIN):$$PATH" dvc repro download download_external
+	# DVC runs one stage at a time: fill the per-image caches of segment and score on every core
+	# first (src/dogiqa/warm.py); dvc repro then reads them.
+	PATH="$(BIN):$$PATH" python -m dogiqa warm
 	PATH="$(BIN):$$PATH" dvc repro
 
 test: venv-full

@@ -168,6 +168,11 @@ COMMANDS: dict[str, Command] = {
         lambda m, a, p: m.main(check=a.check, write=a.write),
         _dvc_deps_arguments,
     ),
+    "warm": Command(
+        "dogiqa.warm",
+        "fill the segment and score caches on every core before dvc repro (make repro)",
+        lambda m, a, p: m.run(p, a.params_file),
+    ),
     "site": Command(
         "dogiqa.site",
         "the executed notebooks, tables and benchmarks as a website in reports/site",
