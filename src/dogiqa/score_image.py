@@ -188,11 +188,6 @@ def explain(results: Sequence[ImageResult], pipe: Pipeline, c_max: int) -> pd.Da
     return aggregate.explain(pd.DataFrame(regions), pd.DataFrame(scores), images, settings)
 
 
-def final_scores(results: Sequence[ImageResult], pipe: Pipeline, c_max: int) -> list[float]:
-    """The main variant of each image (the final score)."""
-    return [float(value) for value in explain(results, pipe, c_max)["final"]]
-
-
 def _table(result: ImageResult) -> str:
     frame = pd.DataFrame(result.regions)
     frame["bbox"] = [f"{r['x0']},{r['y0']},{r['x1']},{r['y1']}" for r in result.regions]
