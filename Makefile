@@ -1,5 +1,7 @@
 # The study's two entry points: `make repro` (the DVC pipeline, default CPU configuration) and
-# `make test` (the test suite). Both create the virtual environment they need on first use.
+# `make test` (the test suite). Both create the virtual environment they need on first use:
+# `make repro` installs the CPU configuration only (no torch, transformers or SAM 2); `make test`
+# (and `make venv-full`, for the MLLM and SAM 2 paths) adds the extras, pinned in constraints.txt.
 # `make pull` / `make push` fetch / publish the runs' cached outputs through the DVC remote
 # (.dvc/config; README "Sharing runs"); `make repro` never needs a remote.
 
@@ -7,6 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+FULL_STAMP := $(VENV)/.installed-full
 # The paper's model (mPLUG-Owl3) runs its own code, written for transformers 4.37.2: a second
 # environment, used only by the score stage with that model (README, GPU notes).
 PAPER_VENV ?= .venv-paper
@@ -14,19 +17,27 @@ PAPER_BIN := $(abspath $(PAPER_VENV))/bin
 PAPER_STAMP := $(PAPER_VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv venv-paper paper-signatures repro pull push test test-fast lint bench clean-venv
+.PHONY: venv venv-full venv-paper paper-signatures repro pull push test test-fast lint bench \
+	clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $(STAMP)
+
+# The MLLM backends, SAM 2 and the test and lint tools, in the same environment.
+$(FULL_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	# SAM2 compiles an optional CUDA extension by default and would fetch a second torch into an
 	# isolated build environment: build it against the pinned torch, without the extension.
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-build-isolation --no-deps \
 		-c constraints.txt "sam2==1.1.0"
-	touch $(STAMP)
+	touch $(FULL_STAMP)
 
 venv: $(STAMP)
+
+venv-full: $(FULL_STAMP)
 
 $(PAPER_STAMP): requirements-paper.txt constraints-paper.txt
 	$(PYTHON) -m venv $(PAPER_VENV)
@@ -59,17 +70,17 @@ push: venv
 	PATH="$(BIN):$$PATH" python -m dogiqa runs --check
 	PATH="$(BIN):$$PATH" dvc push $(if $(REMOTE),--remote $(REMOTE))
 
-test: venv
+test: venv-full
 	PATH="$(BIN):$$PATH" python -m pytest -q
 
-test-fast: venv
+test-fast: venv-full
 	PATH="$(BIN):$$PATH" python -m pytest -q -m "not slow"
 
-lint: venv
+lint: venv-full
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: venv
+bench: venv-full
 	PATH="$(BIN):$$PATH" python benchmarks/scoring.py
 	PATH="$(BIN):$$PATH" python benchmarks/scaleout.py
 	PATH="$(BIN):$$PATH" python benchmarks/pipeline.py

@@ -1,5 +1,6 @@
 """Small projects for stage-level tests: a labels table of real LIVE Challenge images from the
-local mirror, the study's params with a few changes, and the CLI run as a real subprocess."""
+local mirror (or of the in-repo fixture images), the study's params with a few changes, and the
+CLI run as a real subprocess."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 
 from dogiqa import paths, runs
@@ -18,11 +20,21 @@ from dogiqa import paths, runs
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
 LIVEC_IMAGES = MIRROR / "livec" / "Images"
+FIXTURE_IMAGES = ROOT / "tests" / "fixtures" / "data" / "images"
 
 
 def real_images(count: int, start: int = 0) -> list[Path]:
-    """``count`` LIVE Challenge photos of the mirror, in name order."""
+    """``count`` LIVE Challenge photos of the mirror, in name order (the test is skipped, saying
+    why, where the mirror is absent)."""
+    if not LIVEC_IMAGES.is_dir():
+        pytest.skip(f"needs the local data mirror, not found at {MIRROR} (set DOGIQA_MIRROR)")
     return sorted(LIVEC_IMAGES.glob("*.JPG"))[start : start + count]
+
+
+def fixture_images() -> list[Path]:
+    """The in-repo generated scenes (tests/fixtures/make_fixtures.py), in name order: scene1.png
+    (320 x 240), scene1_distorted.jpg, scene2.jpg (288 x 216), scene3.bmp (240 x 200)."""
+    return sorted(FIXTURE_IMAGES.iterdir())
 
 
 def write_labels(root: Path, images: list[tuple[str, str]], dataset: str = "livec") -> Path:

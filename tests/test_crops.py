@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,6 @@ from dogiqa import crops, rle
 from dogiqa.errors import DogIQAError
 from dogiqa.images import load_rgb
 from dogiqa.segmentation import algorithm1
-
-MIRROR = Path(
-    os.environ.get("DOGIQA_MIRROR", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
-
 
 # --- RLE ------------------------------------------------------------------------------------
 
@@ -79,9 +73,9 @@ def _region(mask: np.ndarray, kind: str = "mask", as_json: bool = True) -> dict:
 
 
 @pytest.fixture(scope="module")
-def odd_image() -> np.ndarray:
+def odd_image(mirror: Path) -> np.ndarray:
     """LIVE Challenge 1024.JPG, the dataset's one 640 x 960 (portrait) image."""
-    image = load_rgb(MIRROR / "livec" / "Images" / "1024.JPG")
+    image = load_rgb(mirror / "livec" / "Images" / "1024.JPG")
     assert image.shape == (960, 640, 3)
     return image
 

@@ -22,10 +22,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 from stage_project import (
-    MIRROR,
     cli,
     cli_env,
-    real_images,
+    fixture_images,
     run_cli,
     study_params,
     write_labels,
@@ -38,9 +37,12 @@ from dogiqa.errors import LabelError, ParamError
 SCORERS = ["piqe", "brisque", "niqe"]
 
 
+PHOTOS = [path for path in fixture_images() if "distorted" not in path.name]
+
+
 def _photo(index: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
-    """A real LIVE Challenge photo, downscaled (small images keep the test fast)."""
-    with Image.open(real_images(1, start=index)[0]) as image:
+    """A fixture scene, downscaled (small images keep the test fast)."""
+    with Image.open(PHOTOS[index]) as image:
         return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
 
 
@@ -195,7 +197,7 @@ def test_score_skips_files_that_went_bad_after_segmentation(hostile, tmp_path, m
 
 
 def test_a_skipped_file_is_retried_once_it_is_repaired(tmp_path, monkeypatch) -> None:
-    photo = real_images(1)[0]
+    photo = PHOTOS[1]
     broken = tmp_path / "later.jpg"
     broken.write_bytes(photo.read_bytes()[:500])
     write_labels(tmp_path, [(photo.name, str(photo)), ("later.jpg", str(broken))])
@@ -239,7 +241,7 @@ def test_a_stage_with_bad_images_prints_one_line_each_and_succeeds(hostile, tmp_
 
 def _cli_project(root: Path, **changes: Any) -> None:
     """A complete small project (labels, regions) with params changed as given."""
-    photo = real_images(1)[0]
+    photo = PHOTOS[1]
     write_labels(root, [(photo.name, str(photo))])
     params = study_params()
     write_params(root, params)
@@ -300,21 +302,21 @@ def test_cli_table_with_a_missing_column(tmp_path, stage, table, drop, message) 
 
 
 @pytest.mark.slow
-def test_cli_missing_inputs_and_corrupt_label_file(tmp_path) -> None:
+def test_cli_missing_inputs_and_corrupt_label_file(tmp_path, mirror) -> None:
     write_params(tmp_path, study_params())
     result = run_cli(tmp_path, "score", "--dataset", "livec")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "regions table not found (run the segment stage first)" in result.stderr
     # A label file whose column is missing never gets past the checksum: refused in one line.
-    mirror = tmp_path / "mirror"
-    (mirror / "labels").mkdir(parents=True)
-    agiqa = pd.read_csv(MIRROR / "labels" / "agiqa3k_data.csv")
-    agiqa.drop(columns=["mos_quality"]).to_csv(mirror / "labels" / "agiqa3k_data.csv", index=False)
+    fake = tmp_path / "mirror"
+    (fake / "labels").mkdir(parents=True)
+    agiqa = pd.read_csv(mirror / "labels" / "agiqa3k_data.csv")
+    agiqa.drop(columns=["mos_quality"]).to_csv(fake / "labels" / "agiqa3k_data.csv", index=False)
     write_params(tmp_path, study_params(download__datasets=["agiqa"], datasets=["agiqa"]))
     result = subprocess.run(
         cli("dogiqa", "download", "--dataset", "agiqa"),
         cwd=tmp_path,
-        env=cli_env() | {"DOGIQA_MIRROR": str(mirror)},
+        env=cli_env() | {"DOGIQA_MIRROR": str(fake)},
         capture_output=True,
         text=True,
         timeout=120,

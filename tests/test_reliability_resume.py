@@ -101,7 +101,7 @@ def check_resume(
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
     """An uninterrupted run of both stages (in-process) on the same images."""
     root = tmp_path_factory.mktemp("uninterrupted")
     make_project(root)

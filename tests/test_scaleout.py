@@ -42,7 +42,7 @@ IMAGES = 7
 
 
 @pytest.fixture(scope="module")
-def segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def segmented(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
     """Labels and regions of seven real photos, a broken file (stops at the segment stage) and
     a photo emptied after segmentation (reaches the score stage, which skips it)."""
     root = tmp_path_factory.mktemp("segmented")

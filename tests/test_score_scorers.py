@@ -21,7 +21,7 @@ SCORERS = ["niqe", "piqe", "brisque"]
 
 
 @pytest.fixture(scope="module")
-def segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def segmented(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
     root = tmp_path_factory.mktemp("segmented")
     write_labels(root, [(p.name, str(p)) for p in real_images(3)])
     with pytest.MonkeyPatch.context() as mp:
@@ -99,7 +99,7 @@ def test_adding_a_scorer_scores_only_the_new_one(segmented, tmp_path, monkeypatc
     assert set(calls) == {"piqe"}  # other crops: measured again
 
 
-def test_identical_crops_are_scored_once(tmp_path, monkeypatch, calls) -> None:
+def test_identical_crops_are_scored_once(tmp_path, monkeypatch, calls, mirror) -> None:
     """A region whose bounding box is the whole image is, in bbox mode, the whole image."""
     photo = real_images(1)[0]
     write_labels(tmp_path, [(photo.name, str(photo))])

@@ -23,6 +23,8 @@ from dogiqa.scoring import LevelScores, classical
 from dogiqa.scoring.classical import ClassicalScorer
 from dogiqa.segmentation.algorithm1 import region_rows
 
+pytestmark = pytest.mark.mirror  # real LIVE Challenge images of the mirror throughout
+
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
 IMAGES = ["1000.JPG", "1013.JPG", "1024.JPG"]  # 1024.JPG is 640 x 960, the others 500 x 500

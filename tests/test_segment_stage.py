@@ -17,6 +17,8 @@ from dogiqa import paths, segment, segment_stats
 from dogiqa.errors import LabelError, ParamError
 from dogiqa.segmentation.algorithm1 import Threshold, check_regions_table
 
+pytestmark = pytest.mark.mirror  # real LIVE Challenge images of the mirror throughout
+
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data")).resolve()
 LIVEC_IMAGES = [

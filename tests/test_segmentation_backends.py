@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import time
 import warnings
 from pathlib import Path
@@ -22,8 +21,7 @@ from dogiqa.segmentation.algorithm1 import region_rows
 from dogiqa.segmentation.classical import ClassicalSegmenter, ClassicalSettings, settings_from
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("DOGIQA_MIRROR", ROOT.parent / "shared" / "data"))
-LIVEC = MIRROR / "livec" / "Images"
+FIXTURE_SCENE = ROOT / "tests" / "fixtures" / "data" / "images" / "scene1.png"
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +30,14 @@ def segment_params() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def real_images() -> dict[str, np.ndarray]:
+def real_images(mirror: Path) -> dict[str, np.ndarray]:
+    livec = mirror / "livec" / "Images"
     paths = {
-        "1000.JPG": LIVEC / "1000.JPG",
-        "1024.JPG": LIVEC / "1024.JPG",  # 640 x 960
-        "1113.JPG": LIVEC / "1113.JPG",  # 608 x 608
-        "t1.bmp": LIVEC / "trainingImages" / "t1.bmp",
-        "agiqa": MIRROR / "agiqa3k" / "images" / "AttnGAN_normal_000.jpg",
+        "1000.JPG": livec / "1000.JPG",
+        "1024.JPG": livec / "1024.JPG",  # 640 x 960
+        "1113.JPG": livec / "1113.JPG",  # 608 x 608
+        "t1.bmp": livec / "trainingImages" / "t1.bmp",
+        "agiqa": mirror / "agiqa3k" / "images" / "AttnGAN_normal_000.jpg",
     }
     return {name: load_rgb(path) for name, path in paths.items()}
 
@@ -214,7 +213,7 @@ def test_sam2_end_to_end_with_random_weights(segment_params: dict[str, Any]) -> 
 
     torch.manual_seed(0)
     model = build_sam2("configs/sam2/sam2_hiera_t.yaml", ckpt_path=None, device="cpu")
-    image = np.asarray(Image.fromarray(load_rgb(LIVEC / "1000.JPG")).resize((80, 60)))
+    image = np.asarray(Image.fromarray(load_rgb(FIXTURE_SCENE)).resize((80, 60)))
     # Few points and no quality filter, so that random weights still yield some masks.
     section = dict(
         segment_params["sam2"],

@@ -59,16 +59,31 @@ class Context:
 Formula = Callable[[Mapping[str, pd.DataFrame], Context], pd.Series]
 
 
+def _s_seg(f: pd.DataFrame, ctx: Context) -> pd.Series:
+    return f["count"] * f["K"] / ctx.c_max
+
+
+def _coded_count(f: pd.DataFrame, ctx: Context) -> pd.Series:
+    return 0.1 * f["count"]
+
+
+def _unit_weight(ctx: Context) -> float:
+    return 1.0
+
+
 @dataclass(frozen=True)
 class Variant:
     formula: Formula
     description: str
     ensemble: bool = False
     """True when the variant combines several prompts/models (computed once, not per prompt)."""
-
-
-def _s_seg(f: pd.DataFrame, ctx: Context) -> pd.Series:
-    return f["count"] * f["K"] / ctx.c_max
+    count_term: Callable[[pd.DataFrame, Context], pd.Series] | None = None
+    """The formula's term in the region count c (s_seg, or the authors' 0.1 * c), None where it
+    has none; the rest of the formula is its quality part."""
+    count_label: str = ""
+    quality_weight: Callable[[Context], float] = _unit_weight
+    """The total weight w of the level scores in the quality part: it lies in [w, w * K], and
+    divided by w it reads on the level scale 1..K (:func:`explain`)."""
 
 
 def _per_prompt(formula: Callable[[pd.DataFrame, Context], pd.Series]) -> Formula:
@@ -84,10 +99,15 @@ def _llmiqa(frames: Mapping[str, pd.DataFrame], ctx: Context) -> pd.Series:
     return pd.concat(members, axis=1).mean(axis=1, skipna=False)
 
 
+S_SEG = "s_seg = c*K/c_max"
+CODED_COUNT = "0.1*c"
+
 VARIANTS: dict[str, Variant] = {
     "paper": Variant(
         _per_prompt(lambda f, c: (f.g + f.local_area) / 2 + _s_seg(f, c)),
         "Dog-IQA paper: (s_global + s_local,area) / 2 + c*K/c_max (Table 4 exp 8)",
+        count_term=_s_seg,
+        count_label=S_SEG,
     ),
     "no_sseg": Variant(
         _per_prompt(lambda f, c: (f.g + f.local_area) / 2),
@@ -96,10 +116,14 @@ VARIANTS: dict[str, Variant] = {
     "paper_mean": Variant(
         _per_prompt(lambda f, c: (f.g + f.local_mean) / 2 + _s_seg(f, c)),
         "paper with the plain mean of region scores instead of the area-weighted mean",
+        count_term=_s_seg,
+        count_label=S_SEG,
     ),
     "paper_authors_area": Variant(
         _per_prompt(lambda f, c: (f.g + f.local_area_authors) / 2 + _s_seg(f, c)),
         "paper with the region areas as the authors' code assigns them",
+        count_term=_s_seg,
+        count_label=S_SEG,
     ),
     "global_only": Variant(
         _per_prompt(lambda f, c: f.g),
@@ -112,6 +136,8 @@ VARIANTS: dict[str, Variant] = {
     "local_area_sseg": Variant(
         _per_prompt(lambda f, c: f.local_area + _s_seg(f, c)),
         "regions only, area-weighted, with s_seg (Table 4 exp 7)",
+        count_term=_s_seg,
+        count_label=S_SEG,
     ),
     "local_mean": Variant(
         _per_prompt(lambda f, c: f.local_mean),
@@ -120,25 +146,40 @@ VARIANTS: dict[str, Variant] = {
     "local_mean_sseg": Variant(
         _per_prompt(lambda f, c: f.local_mean + _s_seg(f, c)),
         "regions only, plain mean, with s_seg (Table 4 exp 3)",
+        count_term=_s_seg,
+        count_label=S_SEG,
     ),
     "authors_code": Variant(
-        _per_prompt(lambda f, c: f.local_area_authors + 0.1 * f["count"] + 0.5 * f.g),
+        _per_prompt(lambda f, c: f.local_area_authors + _coded_count(f, c) + 0.5 * f.g),
         "authors' released code: s_local (coded areas) + 0.1*c + 0.5*s_global",
+        count_term=_coded_count,
+        count_label=CODED_COUNT,
+        quality_weight=lambda c: 1.5,
     ),
     "authors_code_true_area": Variant(
-        _per_prompt(lambda f, c: f.local_area + 0.1 * f["count"] + 0.5 * f.g),
+        _per_prompt(lambda f, c: f.local_area + _coded_count(f, c) + 0.5 * f.g),
         "authors' released code with true region areas",
+        count_term=_coded_count,
+        count_label=CODED_COUNT,
+        quality_weight=lambda c: 1.5,
     ),
     "authors_script": Variant(
-        _per_prompt(lambda f, c: f.local_area_authors + 0.1 * f["count"] + f.g),
+        _per_prompt(lambda f, c: f.local_area_authors + _coded_count(f, c) + f.g),
         "authors' analysis script: s_local (coded areas) + 0.1*c + 1.0*s_global",
+        count_term=_coded_count,
+        count_label=CODED_COUNT,
+        quality_weight=lambda c: 2.0,
     ),
     "llmiqa": Variant(
         _llmiqa,
         "LLM-IQA: mean over the ensemble's prompts/models of s_global + lambda * s_local,area",
         ensemble=True,
+        quality_weight=lambda c: 1.0 + c.llmiqa_lambda,
     ),
 }
+"""A variant is one entry: its formula over the per-image features of :func:`image_features`
+(``g``, ``local_area``, ``local_area_authors``, ``local_mean``, ``count``, ``K``), a description,
+and, for :func:`explain`, its count term and the weight of its quality part."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +330,43 @@ def compute(
                 predictions[name] = variant.formula(frames, ctx).reindex(images).astype(float)
     facts = {"prompt_id": main, "prompt_ids": per_prompt, "ensemble": ensemble, "c_max": c_max}
     return predictions, facts
+
+
+def explain(
+    regions: pd.DataFrame, scores: pd.DataFrame, images: pd.Index, p: AggregateParams
+) -> pd.DataFrame:
+    """The main variant of each image in its parts, for a reader: ``final`` (the prediction),
+    ``count_term`` (its term in the region count, 0 where it has none), ``quality`` (the rest
+    divided by its level weight: on the level scale 1..K) and the range ``low``..``high`` that
+    ``final`` can take (quality 1..K, count 1..c_max)."""
+    base, readout = p.main.split(":")
+    predictions, facts = compute(regions, scores, images, p)
+    ctx = Context(facts["prompt_id"], tuple(facts["ensemble"]), facts["c_max"], p.llmiqa_lambda)
+    main = scores[scores.prompt_id == ctx.prompt_id]
+    frame = image_features(regions, main, readout).reindex(images)
+    variant = VARIANTS[base]
+    weight = variant.quality_weight(ctx)
+
+    def count_term(counts: pd.Series) -> pd.Series:
+        if variant.count_term is None:
+            return pd.Series(0.0, index=counts.index)
+        return variant.count_term(pd.DataFrame({"count": counts, "K": frame["K"]}), ctx)
+
+    final = predictions[p.main]
+    counted = count_term(frame["count"])
+    ones = pd.Series(1.0, index=images)
+    return pd.DataFrame(
+        {
+            "final": final,
+            "quality": (final - counted) / weight,
+            "count_term": counted,
+            "low": weight + count_term(ones),
+            "high": weight * frame["K"] + count_term(ones * ctx.c_max),
+            "c_max": ctx.c_max,
+            "weight": weight,
+        },
+        index=images,
+    )
 
 
 def _long_table(

@@ -117,6 +117,13 @@ def _image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", type=Path, help="the image folder")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dataset", help="write the package's manifest <DATASET>_images.sha256")
+    where.add_argument("--output", type=Path, help="write this file instead")
+
+
 def _dvc_deps_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="fail if dvc.yaml is not up to date")
@@ -193,8 +200,14 @@ COMMANDS: dict[str, Command] = {
     "score-image": Command(
         "dogiqa.score_image",
         "score image files and show their regions",
-        lambda m, a, p: m.run(a.paths, p, as_json=a.json),
+        lambda m, a, p: m.run(a.paths, *m.configuration(a.params), as_json=a.json),
         _image_arguments,
+    ),
+    "make-manifest": Command(
+        "dogiqa.download",
+        "write the SHA-256 manifest of an image folder (a dataset's images)",
+        lambda m, a, p: m.make_manifest(a.folder, a.dataset, a.output),
+        _manifest_arguments,
     ),
     "dvc-deps": Command(
         "dogiqa.dvcdeps",
@@ -210,8 +223,9 @@ COMMANDS: dict[str, Command] = {
 }
 """Command name -> what runs it. dvc.yaml's stages call these commands."""
 
-NO_PARAMS = ("profile", "dvc-deps")
-"""Commands that do not read the params file."""
+NO_PARAMS = ("profile", "dvc-deps", "make-manifest", "score-image")
+"""Commands that do not read the project's params file (score-image works outside a project,
+with the packaged default configuration)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

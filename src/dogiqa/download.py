@@ -43,7 +43,8 @@ class DownloadConfig:
     pipeline_datasets: list[str]
     """The datasets whose images an enabled run processes (``dogiqa.runs``)."""
     mirror: Path | None
-    livec_images: str
+    image_sets: dict[str, str]
+    """Dataset -> the image set whose labels it keeps (``download.<key>_images``, else all)."""
 
 
 def validate_params(params: dict[str, Any]) -> DownloadConfig:
@@ -60,8 +61,16 @@ def validate_params(params: dict[str, Any]) -> DownloadConfig:
         datasets=datasets,
         pipeline_datasets=pipeline,
         mirror=paths.at(mirror_value) if mirror_value else None,
-        livec_images=get_choice(sec, "download", "livec_images", ("all", "test")),
+        image_sets={key: image_set(sec, spec) for key, spec in DATASETS.items()},
     )
+
+
+def image_set(sec: dict[str, Any], spec: Dataset) -> str:
+    """``download.<key>_images`` (e.g. ``livec_images: test``) where params set it, else all."""
+    name = f"{spec.key}_images"
+    if name not in sec:
+        return "all"
+    return get_choice(sec, "download", name, ("all", *spec.image_sets))
 
 
 # --- checksums -------------------------------------------------------------------------------
@@ -96,6 +105,36 @@ def read_manifest(name: str) -> dict[str, str]:
             digest, relative = line.split(maxsplit=1)
             entries[relative.strip()] = digest
     return entries
+
+
+def manifest_lines(folder: Path) -> list[str]:
+    """``<sha256>  <relative path>`` for every file below ``folder``, sorted by path: the format
+    of the shipped manifests (``sha256sum``'s)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return [
+        f"{sha256_of(folder / name)}  {name}" for name in tqdm(files, desc="sha256", leave=False)
+    ]
+
+
+def make_manifest(folder: Path, dataset: str | None = None, output: Path | None = None) -> int:
+    """``dogiqa make-manifest DIR``: write the manifest of an image folder, to ``output`` or, for
+    ``dataset``, to ``<key>_images.sha256`` in the package's manifests (the name a registry
+    entry's ``manifest`` then gives). Prints where, and the entry's field."""
+    if not folder.is_dir():
+        raise DogIQAError(f"{folder}: not a folder")
+    if (output is None) == (dataset is None):
+        raise DogIQAError("make-manifest: give --dataset KEY or --output FILE (one of them)")
+    target = output if output is not None else MANIFESTS / f"{dataset}_images.sha256"
+    lines = manifest_lines(folder)
+    if not lines:
+        raise DogIQAError(f"{folder}: no files to list")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    print(f"{paths.show(target)}: {len(lines)} files of {folder}")
+    if output is None:
+        print(f'registry entry (its images Resource): manifest="{target.name}"')
+    return 0
 
 
 # --- fetching ----------------------------------------------------------------------------------
@@ -302,7 +341,7 @@ def prepare(spec: Dataset, config: DownloadConfig) -> tuple[pd.DataFrame, dict]:
                 raise
             log.warning("%s: images not available, labels only (%s)", spec.title, exc)
             summary["images_unavailable"] = str(exc)
-    table = read_labels(spec, folder, config.livec_images)
+    table = read_labels(spec, folder, config.image_sets[spec.key])
     table["path"] = [paths.show(index[name]) if name in index else "" for name in table["image"]]
     summary.update(labelled=len(table), with_image=int((table["path"] != "").sum()))
     return table[list(schema.LABELS.columns)], summary

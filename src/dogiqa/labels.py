@@ -3,22 +3,26 @@
 The table has one row per labelled image, in label-file order: ``image`` (name as written in the
 label file), ``mos`` (native scale), ``mos_norm`` (min-max normalised to 0-1 over the file) and
 ``order``. Image paths are added by the download stage.
+
+A dataset's registry entry names its parser directly: a :class:`CsvLabels` for a CSV file (file,
+image column, MOS column: no code), or a function ``folder -> DataFrame(image, mos)`` for any other
+format (:func:`livec_mat`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.io
 
 from dogiqa.errors import LabelError
-from dogiqa.registry import Dataset
 
-LIVEC_TRAINING_IMAGES = 7
-"""The first seven LIVE Challenge entries (t1-t7.bmp) are its training images."""
+if TYPE_CHECKING:  # the registry names the parsers below: no import at run time
+    from dogiqa.registry import Dataset
 
 
 def _read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
@@ -37,25 +41,18 @@ def _read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     return frame[list(columns)].rename(columns=columns)
 
 
-def _koniq(folder: Path) -> pd.DataFrame:
-    return _read_csv(
-        folder / "koniq10k_scores_and_distributions.csv", {"image_name": "image", "MOS": "mos"}
-    )
+@dataclass(frozen=True)
+class CsvLabels:
+    """A label table in one CSV file: the parser of a registry entry whose labels are a CSV file
+    with one row per image (``image`` names the image column, ``mos`` the MOS column)."""
 
+    file: str
+    """The CSV file, below ``data/raw/<dataset>/``."""
+    image: str
+    mos: str
 
-def _spaq(folder: Path) -> pd.DataFrame:
-    return _read_csv(
-        folder / "spaq_MOS_and_Image_attribute_scores.csv", {"Image name": "image", "MOS": "mos"}
-    )
-
-
-def _kadid(folder: Path) -> pd.DataFrame:
-    # 'dmos' in KADID-10k is a 1-5 mean opinion score where higher is better.
-    return _read_csv(folder / "dmos.csv", {"dist_img": "image", "dmos": "mos"})
-
-
-def _agiqa(folder: Path) -> pd.DataFrame:
-    return _read_csv(folder / "data.csv", {"name": "image", "mos_quality": "mos"})
+    def __call__(self, folder: Path) -> pd.DataFrame:
+        return _read_csv(Path(folder) / self.file, {self.image: "image", self.mos: "mos"})
 
 
 def _load_mat(path: Path, key: str) -> np.ndarray:
@@ -70,7 +67,9 @@ def _load_mat(path: Path, key: str) -> np.ndarray:
     return content[key]
 
 
-def _livec(folder: Path) -> pd.DataFrame:
+def livec_mat(folder: Path) -> pd.DataFrame:
+    """LIVE Challenge: image names and MOS in two MATLAB files (``Data/AllImages_release.mat``,
+    ``Data/AllMOS_release.mat``), in the same order."""
     names = _load_mat(folder / "Data" / "AllImages_release.mat", "AllImages_release")
     mos = _load_mat(folder / "Data" / "AllMOS_release.mat", "AllMOS_release")
     image_names = [str(np.asarray(cell).ravel()[0]) for cell in names.ravel()]
@@ -80,24 +79,19 @@ def _livec(folder: Path) -> pd.DataFrame:
     return pd.DataFrame({"image": image_names, "mos": scores})
 
 
-PARSERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    "koniq_csv": _koniq,
-    "spaq_csv": _spaq,
-    "livec_mat": _livec,
-    "kadid_csv": _kadid,
-    "agiqa_csv": _agiqa,
-}
+def read_labels(spec: Dataset, folder: Path, image_set: str = "all") -> pd.DataFrame:
+    """Parse a dataset's label file(s) in ``folder`` (with its registry entry's ``parser``) into
+    the normalised table.
 
-
-def read_labels(spec: Dataset, folder: Path, livec_images: str = "all") -> pd.DataFrame:
-    """Parse a dataset's label file(s) in ``folder`` into the normalised table.
-
-    ``livec_images`` = "test" drops LIVE Challenge's seven training images (1162 remain).
+    ``image_set`` names the rows to keep: ``all``, or one of the entry's ``image_sets`` (LIVE
+    Challenge's ``test`` leaves out its seven training images: 1162 remain). ``order`` keeps the
+    label-file position of each row either way.
     """
-    frame = PARSERS[spec.label_format](Path(folder))
+    frame = spec.parser(Path(folder))
     frame["order"] = np.arange(len(frame))
-    if spec.key == "livec" and livec_images == "test":
-        frame = frame.iloc[LIVEC_TRAINING_IMAGES:].reset_index(drop=True)
+    if image_set != "all":
+        excluded = spec.image_set(image_set).excluded
+        frame = frame[~frame["image"].astype(str).isin(excluded)].reset_index(drop=True)
     frame["image"] = frame["image"].astype(str)
     frame["mos"] = pd.to_numeric(frame["mos"], errors="coerce")
     bad = frame["mos"].isna()

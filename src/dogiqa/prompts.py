@@ -126,3 +126,9 @@ def render_chat(processor: Any, prompt_id: str) -> str:
         raise DogIQAError(
             f"prompt {prompt_id}: the processor's chat template failed ({exc})"
         ) from None
+
+
+def level_words(k: int) -> list[str] | None:
+    """The word standard's names of the levels 1..K, lowest first (None where it has none)."""
+    texts = _descriptions("word", k)
+    return None if texts is None else texts[::-1]

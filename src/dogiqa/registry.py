@@ -11,7 +11,14 @@ shipped list of per-file SHA-256 values; files not in the list are counted as un
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from dogiqa.errors import ParamError
+from dogiqa.labels import CsvLabels, livec_mat
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,14 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class ImageSet:
+    """A set of a dataset's labelled images: the label rows it leaves out (by image name)."""
+
+    excluded: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     key: str
     """Short id used in params, paths and file names."""
@@ -51,8 +66,10 @@ class Dataset:
     title: str
     homepage: str
     citation: str
-    label_format: str
-    """Parser to use (see ``dogiqa.labels``)."""
+    parser: Callable[[Path], pd.DataFrame]
+    """Reads the label file(s) in ``data/raw/<dataset>/`` into rows (image, mos), in label-file
+    order: a :class:`dogiqa.labels.CsvLabels` for a CSV file, else a function of
+    :mod:`dogiqa.labels`."""
     mos_column: str
     mos_range: tuple[float, float]
     """The native rating scale, for documentation; normalisation uses the observed range."""
@@ -61,6 +78,18 @@ class Dataset:
     image_subdir: str = ""
     """Where the images lie below the images resource folder."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    image_sets: Mapping[str, ImageSet] = field(default_factory=dict)
+    """Named sets of images other than ``all`` (every labelled image), each by the rows it leaves
+    out; ``download.<key>_images`` chooses one."""
+
+    def image_set(self, name: str) -> ImageSet:
+        """The image set ``name`` (``all``: nothing left out)."""
+        if name == "all":
+            return ImageSet(excluded=(), reason="every labelled image")
+        if name not in self.image_sets:
+            known = ["all", *self.image_sets]
+            raise ParamError(f"download.{self.key}_images", f"must be one of {known}, got {name!r}")
+        return self.image_sets[name]
 
 
 MMSP = "https://datasets.vqa.mmsp-kn.de/archives"
@@ -72,7 +101,7 @@ DATASETS: dict[str, Dataset] = {
         title="KonIQ-10k",
         homepage="https://database.mmsp-kn.de/koniq-10k-database.html",
         citation="Hosu et al., KonIQ-10k, IEEE TIP 2020",
-        label_format="koniq_csv",
+        parser=CsvLabels("koniq10k_scores_and_distributions.csv", image="image_name", mos="MOS"),
         mos_column="MOS",
         mos_range=(1.0, 5.0),
         labels=(
@@ -99,7 +128,7 @@ DATASETS: dict[str, Dataset] = {
         title="SPAQ (Smartphone Photography Attribute and Quality)",
         homepage="https://github.com/h4nwei/SPAQ",
         citation="Fang et al., Perceptual quality assessment of smartphone photography, CVPR 2020",
-        label_format="spaq_csv",
+        parser=CsvLabels("spaq_MOS_and_Image_attribute_scores.csv", image="Image name", mos="MOS"),
         mos_column="MOS",
         mos_range=(0.0, 100.0),
         labels=(
@@ -128,7 +157,7 @@ DATASETS: dict[str, Dataset] = {
         title="LIVE In the Wild Image Quality Challenge (ChallengeDB)",
         homepage="https://live.ece.utexas.edu/research/ChallengeDB/index.html",
         citation="Ghadiyaram & Bovik, Massive online crowdsourced study, IEEE TIP 2015",
-        label_format="livec_mat",
+        parser=livec_mat,
         mos_column="AllMOS_release",
         mos_range=(0.0, 100.0),
         labels=tuple(
@@ -175,6 +204,12 @@ DATASETS: dict[str, Dataset] = {
             "1169 images: 7 training images t1-t7 (Images/trainingImages) and 1162 test images.",
             "The copyright notice README.txt travels with every copy.",
         ),
+        image_sets={
+            "test": ImageSet(
+                excluded=tuple(f"t{number}.bmp" for number in range(1, 8)),
+                reason="the 1162 test images: the seven training images t1-t7 left out",
+            )
+        },
     ),
     "kadid": Dataset(
         key="kadid",
@@ -182,7 +217,7 @@ DATASETS: dict[str, Dataset] = {
         title="KADID-10k",
         homepage="https://database.mmsp-kn.de/kadid-10k-database.html",
         citation="Lin, Hosu & Saupe, KADID-10k, QoMEX 2019",
-        label_format="kadid_csv",
+        parser=CsvLabels("dmos.csv", image="dist_img", mos="dmos"),
         mos_column="dmos",
         mos_range=(1.0, 5.0),
         labels=(
@@ -209,7 +244,7 @@ DATASETS: dict[str, Dataset] = {
         title="AGIQA-3k",
         homepage="https://github.com/lcysyzxdxc/AGIQA-3k-Database",
         citation="Li et al., AGIQA-3k, IEEE TCSVT 2023",
-        label_format="agiqa_csv",
+        parser=CsvLabels("data.csv", image="name", mos="mos_quality"),
         mos_column="mos_quality",
         mos_range=(0.0, 5.0),
         labels=(

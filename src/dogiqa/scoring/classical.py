@@ -84,20 +84,42 @@ class MetricSpec:
     """Score mapped to level 1."""
     min_side: int
     reference: str
+    calibration: str = ""
+    """The row of the TID2013 calibration table that the metric reproduces
+    (``samples/tid2013_calibration/official_values.csv`` of the data mirror: the reference
+    implementations' values, as IQA-PyTorch publishes them), or ``none: <why not>``."""
+    tolerance: float = 0.05
+    """Largest difference from that row on a typical image (the median over its images)."""
 
 
 def _spec(
-    metric: str, function: Callable[[np.ndarray], float], min_side: int, reference: str
+    metric: str,
+    function: Callable[[np.ndarray], float],
+    min_side: int,
+    reference: str,
+    calibration: str,
+    tolerance: float,
 ) -> MetricSpec:
-    anchor = load_anchors()[metric]
-    return MetricSpec(function, anchor["best"], anchor["worst"], min_side, reference)
+    # A metric just added has no anchors until ``python -m dogiqa.scoring.anchors`` computes
+    # them (which needs its entry here): NaN until then, refused by check_params.
+    anchor = load_anchors().get(metric, {"best": math.nan, "worst": math.nan})
+    return MetricSpec(
+        function, anchor["best"], anchor["worst"], min_side, reference, calibration, tolerance
+    )
 
 
 SCORERS: dict[str, MetricSpec] = {
-    "brisque": _spec("brisque", brisque, 16, "BRISQUE release (LIVE), allmodel/allrange"),
-    "niqe": _spec("niqe", niqe, NIQE_MIN_SIDE, "NIQE release (LIVE), modelparameters.mat"),
-    "piqe": _spec("piqe", piqe, 16, "MATLAB piqe.m"),
+    "brisque": _spec(
+        "brisque", brisque, 16, "BRISQUE release (LIVE), allmodel/allrange", "brisque", 0.01
+    ),
+    "niqe": _spec(
+        "niqe", niqe, NIQE_MIN_SIDE, "NIQE release (LIVE), modelparameters.mat", "niqe", 0.05
+    ),
+    "piqe": _spec("piqe", piqe, 16, "MATLAB piqe.m", "piqe", 0.01),
 }
+"""A classical metric is one module of ``scoring/iqa`` (a function: RGB uint8 array -> score,
+lower is better) and one entry here; its level-map anchors come from
+``python -m dogiqa.scoring.anchors`` (``resources/classical_anchors.yaml``)."""
 
 
 def level_position(score: float, spec: MetricSpec, k: int) -> float:
@@ -150,6 +172,13 @@ def metric_names(section: Mapping[str, Any]) -> list[str]:
     repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
     if repeated:
         raise ParamError("score.classical.scorer", f"lists {repeated[0]!r} twice")
+    unanchored = [name for name in names if math.isnan(SCORERS[name].best)]
+    if unanchored:
+        raise ParamError(
+            "score.classical.scorer",
+            f"{unanchored[0]!r} has no level-map anchors in {ANCHORS_FILE} yet; compute them "
+            "with: python -m dogiqa.scoring.anchors",
+        )
     return names
 
 

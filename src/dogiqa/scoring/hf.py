@@ -39,6 +39,8 @@ one crop makes it a flagged fallback, an error that means the setup is wrong sto
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import inspect
 import itertools
 import logging
@@ -47,8 +49,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
+import lazy_loader
 import numpy as np
-import torch
 from PIL import Image
 
 from dogiqa import config, prompts
@@ -70,11 +72,32 @@ from dogiqa.scoring.base import (
     prepare_crop,
     prompt_unit,
 )
-from dogiqa.scoring.models import ResolvedModel, resolve
+from dogiqa.scoring.models import ResolvedModel, adapter_class, resolve
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# torch (the [mllm] extra) loads on first use: checking the params of a run that uses this
+# backend (check-params checks every run) needs no torch, as in the CPU-only install.
+torch = lazy_loader.load("torch")
+
+DTYPES = ("float32", "float16", "bfloat16")
+"""``score.hf.dtype`` values besides auto: names of torch dtypes."""
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported (the [mllm] extra); false in the CPU-only install."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _inference_mode(method: Any) -> Any:
+    """``torch.inference_mode()`` around ``method``, entered per call (torch loads lazily)."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+
+    return wrapped
 
 
 def check_params(section: Mapping[str, Any]) -> None:
@@ -111,12 +134,12 @@ def pick_dtype(name: str, device: torch.device, fp16_overflows: bool = False) ->
     (fp16 overflows in Qwen2-family models: every crop would be NaN). fp16 only when asked, with
     a warning for a model known to overflow in it."""
     if name != "auto":
-        if DTYPES[name] == torch.float16 and fp16_overflows:
+        if name == "float16" and fp16_overflows:
             log.warning(
                 "score: score.hf.dtype is float16, in which this model is known to overflow "
                 "(NaN logits make every crop a fallback); bfloat16 or float32 avoid it"
             )
-        return DTYPES[name]
+        return getattr(torch, name)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -315,7 +338,7 @@ class AutoAdapter:
         )
         return batch.to(self.device, self.dtype)
 
-    @torch.inference_mode()
+    @_inference_mode
     def level_logits(
         self, crops: Sequence[Image.Image], ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +349,7 @@ class AutoAdapter:
             out = self.model(**self.inputs(crops), use_cache=False, **self._keep)
         return readout(out.logits[:, -1, :], hidden[-1][:, -1, :] if hidden else None)
 
-    @torch.inference_mode()
+    @_inference_mode
     def generate(self, crops: Sequence[Image.Image], max_new_tokens: int = 1) -> list[str]:
         batch = self.inputs(crops)
         out = self.model.generate(
@@ -448,7 +471,7 @@ class MPlugOwl3Adapter:
         inputs.pop("image_sizes", None)  # returned by some processors, not taken by the model
         return inputs
 
-    @torch.inference_mode()
+    @_inference_mode
     def level_logits(
         self, crops: Sequence[Image.Image], ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -465,7 +488,7 @@ class MPlugOwl3Adapter:
             norms.append(log_norm[0])
         return np.stack(rows), np.asarray(norms)
 
-    @torch.inference_mode()
+    @_inference_mode
     def generate(self, crops: Sequence[Image.Image], max_new_tokens: int = 1) -> list[str]:
         return [
             self.model.generate(
@@ -510,10 +533,15 @@ class HFScorer(LevelScorer):
         prompt = prompts.get(prompt_id)
         if k != prompt.K:
             raise ParamError("score.prompt", f"{prompt_id} has K={prompt.K} but score.K is {k}")
+        if not torch_installed():
+            raise DogIQAError(
+                "score.backend hf needs torch and transformers, which this environment lacks: "
+                "install the mllm extra (make venv-full, or pip install -e '.[mllm]')"
+            )
         resolved = resolve(section["model"], section.get("revision"), section["trust_remote_code"])
         device = pick_device(section["device"])
         dtype = pick_dtype(section["dtype"], device, resolved.fp16_overflows)
-        loader = MPlugOwl3Adapter if resolved.loader == "mplug_owl3" else AutoAdapter
+        loader = adapter_class(resolved.loader)  # registered by model type (models.ADAPTERS)
         log.info("score: loading %s (%s, %s)", resolved.source, device, dtype)
         adapter = loader.load(resolved, prompt, dtype, device, section["local_files_only"])
         return cls(
@@ -585,6 +613,8 @@ def fingerprint_settings(section: Mapping[str, Any]) -> dict[str, Any]:
     weights load in on this machine (``auto``: fp32 on CPU, bf16 or fp32 on CUDA), since that,
     not the word ``auto``, shapes the logits."""
     dtype = section["dtype"]
+    if dtype == "auto" and not torch_installed():
+        return dict(section)  # no scoring here (HFScorer.from_params refuses): params checks only
     if dtype == "auto":
         wanted = section["device"]
         if wanted == "auto":

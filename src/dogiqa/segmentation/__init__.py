@@ -5,7 +5,8 @@ Backends (``segment.backend`` in params.yaml), one entry each in :data:`SEGMENTE
 - ``sam2``: Meta's SAM 2 automatic mask generator (the paper's configuration; needs a checkpoint).
 
 Each backend module defines ``BACKEND`` (:class:`SegmenterBackend`): its params check, its
-builder and the settings that change its masks (the segment cache's fingerprint).
+builder, the settings that change its masks (the segment cache's fingerprint) and the c_max that
+``dogiqa score-image`` uses where no run has measured one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class SegmenterBackend:
     """The segmenter from its settings (models load here, once)."""
     result_settings: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     """The part of the subsection that changes the masks (device, batch size excluded)."""
+    default_c_max: Callable[[Any], tuple[int, str]] | None = None
+    """c_max (s_seg = c * K / c_max) where no run has measured one (``dogiqa score-image``
+    outside a project), from the settings: the value and where it comes from."""
 
 
 def backend(name: str) -> SegmenterBackend:
@@ -65,6 +69,14 @@ def backend_settings(section: Mapping[str, Any]) -> Any:
     """The validated settings of the backend that ``section`` (params ``segment``) selects."""
     sub = subsection(section)  # checks segment.backend first
     return backend(section["backend"]).settings(sub)
+
+
+def default_c_max(section: Mapping[str, Any]) -> tuple[int, str] | None:
+    """The chosen backend's c_max without a run (value, source), or None where it has none."""
+    chosen = backend(config.get_choice(section, "segment", "backend", SEGMENTERS))
+    if chosen.default_c_max is None:
+        return None
+    return chosen.default_c_max(chosen.settings(subsection(section)))
 
 
 def build_segmenter(section: Mapping[str, Any]) -> Segmenter:

@@ -169,4 +169,12 @@ class ClassicalSegmenter:
         return [labels == k for k in range(int(labels.max()) + 1)]
 
 
-BACKEND = SegmenterBackend(settings=settings_from, build=ClassicalSegmenter)
+def default_c_max(settings: ClassicalSettings) -> tuple[int, str]:
+    """The merge stops at ``max_regions`` and the regions partition the image (no complement is
+    left once all are kept), so no image has more: the dataset-wide c_max of a large set."""
+    return settings.max_regions, f"{PREFIX}.max_regions, the most regions this segmenter gives"
+
+
+BACKEND = SegmenterBackend(
+    settings=settings_from, build=ClassicalSegmenter, default_c_max=default_c_max
+)
