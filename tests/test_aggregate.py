@@ -362,3 +362,20 @@ def test_bad_classical_k_names_the_param(tmp_path, monkeypatch, value):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ParamError, match="aggregate.classical_K"):
         aggregate.run("toy", _params(classical_K=value))
+
+
+@pytest.mark.parametrize("metric", ["piqe", "brisque", "niqe"])
+def test_the_level_map_apart_from_the_scorers_gives_the_score_stages_levels(metric):
+    from dogiqa import levelmap
+    from dogiqa.scoring.classical import ClassicalScorer
+
+    anchor = levelmap.load_anchors()[metric]
+    span = anchor["worst"] - anchor["best"]
+    # across the range, beyond both anchors, exact ties between two levels, and non-finite
+    values = [anchor["best"] + span * t for t in np.linspace(-0.2, 1.2, 57)]
+    values += [anchor["worst"] - span * (i + 0.5) / 6 for i in range(6)] + [float("nan")]
+    for k in (3, 5, 7, 9):
+        for value in values:
+            stage = ClassicalScorer(metric, k).levels(value)
+            argmax, expected = levelmap.levels(value, metric, k)
+            assert (argmax, expected) == (stage.argmax, pytest.approx(stage.expected))

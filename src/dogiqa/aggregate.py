@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dogiqa import config, io, paths, schema
+from dogiqa import config, io, levelmap, paths, schema
 from dogiqa.errors import DogIQAError, ParamError
 
 log = logging.getLogger(__name__)
@@ -269,45 +269,48 @@ def read_labels(dataset: str, sample: schema.Sample) -> pd.DataFrame:
     return labels[schema.sampled(labels, sample)].reset_index(drop=True)
 
 
-def _classical_spec(prompt_id: str) -> Any:
-    """The classical metric a prompt id names (``piqe``, ``piqe_k5``), or None."""
-    from dogiqa.scoring.classical import SCORERS
-
-    return SCORERS.get(prompt_id.rsplit("_k", 1)[0])
+def _classical_metric(prompt_id: str) -> str | None:
+    """The classical metric a prompt id names (``piqe``, ``piqe_k5``), or None (an MLLM prompt)."""
+    metric = prompt_id.rsplit("_k", 1)[0]
+    return metric if metric in levelmap.load_anchors() else None
 
 
 def float_scores(scores: pd.DataFrame) -> pd.Series:
     """A classical scorer's continuous score on the 1..K scale, unclipped: its level map
-    (``dogiqa.scoring.classical.level_position``) without the clip and without levels. NaN for
-    an MLLM's rows (its raw text is no continuous score)."""
+    (``dogiqa.levelmap``) without the clip and without levels. NaN for an MLLM's rows (its raw
+    text is no continuous score)."""
     out = pd.Series(np.nan, index=scores.index)
     for prompt_id, rows in scores.groupby("prompt_id", sort=False):
-        spec = _classical_spec(str(prompt_id))
-        if spec is None:
+        metric = _classical_metric(str(prompt_id))
+        if metric is None:
             continue
+        anchor = levelmap.load_anchors()[metric]
         raw = pd.to_numeric(rows["raw"], errors="coerce")
-        out[rows.index] = 1 + (rows["K"] - 1) * (spec.worst - raw) / (spec.worst - spec.best)
+        out[rows.index] = [
+            levelmap.position(v, anchor["best"], anchor["worst"], k, clip=False)
+            for v, k in zip(raw, rows["K"], strict=True)
+        ]
     return out
 
 
 def requantized(scores: pd.DataFrame, prompt_id: str, levels: tuple[int, ...]) -> pd.DataFrame:
     """A classical scorer's rows mapped again to each K of ``levels`` (prompt id
-    ``<scorer>_k<K>``): exactly what the score stage writes with ``score.K`` = K, from the
-    cached continuous score. Empty when ``prompt_id`` is no classical scorer."""
-    from dogiqa.scoring.classical import ClassicalScorer
-
-    if _classical_spec(prompt_id) is None or not levels:
+    ``<scorer>_k<K>``): what the score stage writes with ``score.K`` = K, from the cached
+    continuous score. Empty when ``prompt_id`` is no classical scorer."""
+    metric = _classical_metric(prompt_id)
+    if metric is None or not levels:
         return scores.iloc[:0]
     rows = scores[scores.prompt_id == prompt_id]
+    raw = pd.to_numeric(rows["raw"], errors="coerce")
     parts = []
     for k in levels:
-        mapped = [ClassicalScorer(prompt_id, k).levels(raw) for raw in rows["raw"]]
+        mapped = [levelmap.levels(v, metric, k) for v in raw]
         parts.append(
             rows.assign(
                 prompt_id=f"{prompt_id}_k{k}",
                 K=k,
-                argmax=[m.argmax for m in mapped],
-                expected=[m.expected for m in mapped],
+                argmax=[m[0] for m in mapped],
+                expected=[m[1] for m in mapped],
             )
         )
     return pd.concat(parts, ignore_index=True)
@@ -443,7 +446,7 @@ def compute(
             variant = VARIANTS[base]
             targets = [None] if variant.ensemble else per_prompt
             if variant.classical_only:
-                targets = [pid for pid in targets if _classical_spec(pid) is not None]
+                targets = [pid for pid in targets if _classical_metric(pid or main) is not None]
             for pid in targets:
                 ctx = Context(pid or main, tuple(ensemble), c_max, p.llmiqa_lambda, c_max_scaled)
                 name = variant_name(base, readout, pid if pid not in (None, main) else None)
