@@ -342,6 +342,10 @@ def test_classical_scores_are_mapped_again_to_other_k_as_the_score_stage_would()
     ] == pytest.approx(5)
     # the ensemble stays over the scorers at the run's K
     assert "llmiqa:argmax@piqe_k5" not in pred
+    # listed apart from the run's own prompts (which the per-scorer comparisons iterate)
+    p = aggregate.validate_params(_params(classical_K=[5, 7]))
+    _, facts = aggregate.compute(REGIONS, scores, pd.Index(["a"], name="image"), p)
+    assert facts["prompt_ids"] == ["piqe"] and facts["remapped_prompt_ids"] == ["piqe_k5"]
 
 
 def test_global_float_is_the_unclipped_continuous_score_of_classical_scorers_only():

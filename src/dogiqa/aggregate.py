@@ -429,13 +429,13 @@ def compute(
     main, per_prompt, ensemble = _prompt_lists(p, available)
     extra = requantized(scores, main, tuple(k for k in p.classical_K if k != scores.K.max()))
     scores = pd.concat([scores, extra], ignore_index=True) if len(extra) else scores
-    per_prompt += list(dict.fromkeys(extra["prompt_id"])) if len(extra) else []
+    remapped = list(dict.fromkeys(extra["prompt_id"])) if len(extra) else []
     count_facts = region_count_facts(regions, counts)
     c_max = count_facts["c_max_dataset"] if p.c_max == "dataset" else float(p.c_max)
     if not np.isfinite(c_max) or c_max <= 0:
         raise DogIQAError("no regions to aggregate (c_max undefined)")
     c_max_scaled = count_facts["mean_count"] * PAPER_SSEG_RATIO
-    needed = sorted(set(per_prompt) | set(ensemble))
+    needed = sorted(set(per_prompt) | set(ensemble) | set(remapped))
     predictions: dict[str, pd.Series] = {}
     for readout in p.readouts:
         frames = {
@@ -444,7 +444,7 @@ def compute(
         }
         for base in p.variants:
             variant = VARIANTS[base]
-            targets = [None] if variant.ensemble else per_prompt
+            targets = [None] if variant.ensemble else per_prompt + remapped
             if variant.classical_only:
                 targets = [pid for pid in targets if _classical_metric(pid or main) is not None]
             for pid in targets:
@@ -454,6 +454,8 @@ def compute(
     facts = {
         "prompt_id": main,
         "prompt_ids": per_prompt,
+        # The main scorer mapped again to other K (aggregate.classical_K), named like prompts.
+        "remapped_prompt_ids": remapped,
         "ensemble": ensemble,
         "c_max": c_max,
         "c_max_scaled": round(c_max_scaled, 6),
