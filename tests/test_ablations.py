@@ -25,6 +25,10 @@ def test_every_mapped_cell_names_a_computed_variant() -> None:
         assert all(cell.variant in aggregate.VARIANTS for cell in cells.values())
     for _, _, *variants in ablations.SSEG_CELLS:
         assert all(variant in aggregate.VARIANTS for variant in variants)
+    # what a classical run computes at the K it maps its scores to again
+    for table, _, *variants in ablations.SSEG_CELLS:
+        assert table != "5" or set(variants) <= set(aggregate.REMAPPED_VARIANTS)
+    assert ablations.TABLE5_VARIANT in aggregate.REMAPPED_VARIANTS
 
 
 @pytest.mark.parametrize("metric", ["srcc", "plcc"])

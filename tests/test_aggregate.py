@@ -331,12 +331,13 @@ def test_classical_scores_are_mapped_again_to_other_k_as_the_score_stage_would()
 
     scores = _classical_scores()
     pred = _compute(scores, classical_K=[5, 7])
-    assert "paper:argmax@piqe_k5" in pred and "paper:argmax@piqe_k7" not in pred
-    raw = float(scores.set_index(["image", "region"]).raw[("a", 0)])
-    assert pred["global_only:argmax@piqe_k5"]["a"] == ClassicalScorer("piqe", 5).levels(raw).argmax
-    # s_seg follows the row's K: 3 regions * 5 / c_max 3
-    g5 = ClassicalScorer("piqe", 5).levels(raw).expected
-    assert pred["global_only:expected@piqe_k5"]["a"] == pytest.approx(g5)
+    remapped = {name.split("@")[0].split(":")[0] for name in pred if name.endswith("@piqe_k5")}
+    assert remapped == set(aggregate.REMAPPED_VARIANTS) and "paper:argmax@piqe_k7" not in pred
+    region = scores.set_index(["image", "region"]).raw
+    levels = {r: ClassicalScorer("piqe", 5).levels(float(region[("b", r)])) for r in (0, 1)}
+    # b: one whole region of 100 pixels, so s_local is its level at K = 5
+    assert pred["local_only_area:argmax@piqe_k5"]["b"] == levels[1].argmax
+    assert pred["local_only_area:expected@piqe_k5"]["b"] == pytest.approx(levels[1].expected)
     assert pred["local_area_sseg:argmax@piqe_k5"]["a"] - pred["local_only_area:argmax@piqe_k5"][
         "a"
     ] == pytest.approx(5)

@@ -62,6 +62,9 @@ SIZE_COLUMNS = ("height", "width")
 SCORE_COLUMNS = ("image", "region", "prompt_id", "K", *READOUTS, "raw")
 """The columns of the scores table that the formulas read."""
 AUTHORS_MISSING_SCORE = 1.0
+REMAPPED_VARIANTS = ("local_area_sseg", "local_area_sseg_scaled", "local_only_area")
+"""The variants computed for scores mapped again to other K (``classical_K``): Table 5's reading
+(Table 4 exp 7's aggregation), its s_seg at the paper's scale, and the same without s_seg."""
 PAPER_SSEG_RATIO = 71 / 7.22
 """c_max over the mean region count on SPAQ (seed 000, Sec. 4.1: max 71 masks, 7.22 on average)."""
 
@@ -444,7 +447,8 @@ def compute(
         }
         for base in p.variants:
             variant = VARIANTS[base]
-            targets = [None] if variant.ensemble else per_prompt + remapped
+            targets = [None] if variant.ensemble else list(per_prompt)
+            targets += remapped if base in REMAPPED_VARIANTS else []
             if variant.classical_only:
                 targets = [pid for pid in targets if _classical_metric(pid or main) is not None]
             for pid in targets:
