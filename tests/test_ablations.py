@@ -90,7 +90,7 @@ def test_sseg_scale_table_shows_three_readings_of_each_s_seg_cell(tmp_path, monk
     ]
     exp8 = table[(table.table == "4") & (table.row == "8")].iloc[0]
     assert exp8[list(ablations.SSEG_READINGS)].tolist() == pytest.approx([0.02, 0.12, 0.22])
-    assert exp8.mean_s_seg == pytest.approx(6.4 * 7 / 10)
+    assert exp8.mean_count == 6.4 and exp8.mean_s_seg == pytest.approx(6.4 * 7 / 10)
     assert exp8.mean_s_seg_scaled == pytest.approx(6.4 * 7 / 64)
     k5 = table[(table.table == "5") & (table.row == "5")].iloc[0]
     assert k5.mean_s_seg == pytest.approx(6.4 * 5 / 10)

@@ -112,9 +112,10 @@ def _metrics_of(run: results.StudyRun, dataset: str, variant: str, k: int) -> di
 def sseg_scale_table(
     study: Sequence[results.StudyRun], metrics: Sequence[str] = ("srcc", "plcc")
 ) -> pd.DataFrame:
-    """Per run, dataset and s_seg cell: c_max over the dataset, c_max at the paper's scale, the
-    mean s_seg of each, and the cell's metrics with s_seg (dataset c_max), at the paper's scale
-    and without s_seg. Rows only for cells the run computes (its K, crop and standard)."""
+    """Per run, dataset and s_seg cell: the mean region count over the dataset, c_max over the
+    run's images and over the dataset, c_max at the paper's scale, the mean s_seg of each, and
+    the cell's metrics with s_seg (dataset c_max), at the paper's scale and without s_seg. Rows
+    only for cells the run computes (its K, crop and standard)."""
     rows = []
     for run in study:
         for dataset in run.datasets:
@@ -141,6 +142,7 @@ def sseg_scale_table(
                             "row": label,
                             "K": k,
                             "metric": metric,
+                            "mean_count": mean_count,
                             "c_max_sample": facts.get("c_max_sample"),
                             "c_max": facts["c_max"],
                             "c_max_scaled": facts.get("c_max_scaled"),
