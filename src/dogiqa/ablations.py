@@ -67,8 +67,8 @@ REASONS: dict[str, dict[str, str]] = {
     "4": {"1": NUMBER, "2": SENTENCE, "4": MASK},
     "LLM-IQA 3": {
         "1": "float output: needs a run in the paper's configuration whose prompt asks for a free "
-        "number without a standard (prompts.yaml has none; the number prompts ask for a level in "
-        "[1..K]); a classical scorer's continuous score sits in its own column",
+        "number without a standard (the study has no such prompt: its number prompts ask for a "
+        "level in [1..K]); a classical scorer's continuous score sits in its own column",
         "2": NUMBER,
         "3": SENTENCE,
         "5": MASK,
