@@ -23,6 +23,7 @@ PARAMS = {
         "llmiqa_lambda": 1.0,
         "c_max": "dataset",
         "missing": "report",
+        "classical_K": [],
     },
     "sample": {"size": 0, "seed": 0},
 }
@@ -42,7 +43,7 @@ REGIONS = pd.DataFrame(
         ("c", 1, "mask", 100, 100, 1),
     ],
     columns=["image", "region", "kind", "area", "area_authors", "count"],
-)
+).assign(height=10, width=10)
 
 ARGMAX = {("a", 0): 6, ("a", 1): 7, ("a", 2): 4, ("a", 3): 2, ("b", 0): 3, ("b", 1): 2, ("c", 0): 5}
 EXPECTED = {key: value - 0.25 for key, value in ARGMAX.items()}
@@ -57,6 +58,7 @@ def _scores(prompt: str = "p1", shift: float = 0.0) -> pd.DataFrame:
             "K": 7,
             "argmax": ARGMAX[(img, reg)] + shift,
             "expected": EXPECTED[(img, reg)] + shift,
+            "raw": "",
         }
         for img, reg in ARGMAX
     ]
@@ -231,3 +233,154 @@ def test_missing_scores_table_is_one_clear_error(tmp_path, monkeypatch):
     paths.scores_table("toy").unlink()
     with pytest.raises(DogIQAError, match="scores table not found"):
         aggregate.run("toy", PARAMS)
+
+
+def _counts(*extra: int) -> pd.DataFrame:
+    """Region counts of the run's images (a: 3, b: 1, c: 1) and of images outside the run."""
+    counts = [3, 1, 1, *extra]
+    names = ["a", "b", "c", *(f"x{i}" for i in range(len(extra)))]
+    return pd.DataFrame(
+        {"image": names, "count": counts, "in_sample": [True] * 3 + [False] * len(extra)}
+    )
+
+
+def test_c_max_is_taken_over_every_counted_image_of_the_dataset():
+    p = aggregate.validate_params(_params())
+    images = pd.Index(["a", "b", "c", "d"], name="image")
+    pred, facts = aggregate.compute(REGIONS, _scores(), images, p, _counts(6, 2))
+    local_a = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    assert facts["c_max"] == 6 and facts["c_max_sample"] == 3 and facts["counted_images"] == 5
+    assert pred["paper:argmax"]["a"] == pytest.approx((6 + local_a) / 2 + 3 * 7 / 6)
+
+
+def test_s_seg_at_the_papers_scale_uses_the_mean_count_and_the_papers_ratio():
+    p = aggregate.validate_params(_params())
+    images = pd.Index(["a", "b", "c", "d"], name="image")
+    pred, facts = aggregate.compute(REGIONS, _scores(), images, p, _counts(6, 2))
+    c_max_scaled = (3 + 1 + 1 + 6 + 2) / 5 * 71 / 7.22
+    assert facts["c_max_scaled"] == pytest.approx(c_max_scaled, abs=1e-6)
+    local_a = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    s_seg = 3 * 7 / c_max_scaled
+    assert pred["paper_scaled:argmax"]["a"] == pytest.approx((6 + local_a) / 2 + s_seg)
+    assert pred["local_area_sseg_scaled:argmax"]["a"] == pytest.approx(local_a + s_seg)
+    assert pred["local_mean_sseg_scaled:argmax"]["a"] == pytest.approx(13 / 3 + s_seg)
+
+
+def test_literal_inner_product_differs_from_the_weighted_mean_when_masks_overlap():
+    # e: two masks of 60 pixels each on a 10x10 image, overlapping on 20 (no complement)
+    regions = pd.DataFrame(
+        [("e", 0, "global", 100, 100, 2), ("e", 1, "mask", 60, 60, 2), ("e", 2, "mask", 60, 60, 2)],
+        columns=["image", "region", "kind", "area", "area_authors", "count"],
+    ).assign(height=10, width=10)
+    scores = pd.DataFrame(
+        {
+            "image": "e",
+            "region": [0, 1, 2],
+            "prompt_id": "p1",
+            "K": 7,
+            "argmax": [5, 6, 2],
+            "expected": [5.0, 6.0, 2.0],
+            "raw": "",
+        }
+    )
+    p = aggregate.validate_params(_params(variants=["paper", "paper_inner"]))
+    pred, _ = aggregate.compute(regions, scores, pd.Index(["e"], name="image"), p)
+    inner = (6 * 60 + 2 * 60) / 100  # 4.8, against the weighted mean 4.0
+    assert pred["paper_inner:argmax"]["e"] == pytest.approx((5 + inner) / 2 + 7)
+    assert pred["paper:argmax"]["e"] == pytest.approx((5 + 4.0) / 2 + 7)
+    # a: the regions partition the image, so both readings agree
+    pred_a = _compute(variants=["paper", "paper_inner"])
+    assert pred_a["paper_inner:argmax"]["a"] == pytest.approx(pred_a["paper:argmax"]["a"])
+
+
+def test_llmiqa_one_model_with_and_without_the_complement():
+    pred = _compute(scores=pd.concat([_scores("p1"), _scores("p2", 1.0)]), llmiqa_lambda=0.5)
+    local_a = (7 * 50 + 4 * 30 + 2 * 20) / 100
+    masks_only = (7 * 50 + 4 * 30) / 80
+    assert pred["llmiqa_one:argmax"]["a"] == pytest.approx(6 + 0.5 * local_a)
+    assert pred["llmiqa_one:argmax@p2"]["a"] == pytest.approx(7 + 0.5 * (local_a + 1))
+    assert pred["llmiqa_one_no_complement:argmax"]["a"] == pytest.approx(6 + 0.5 * masks_only)
+    # b has no complement (one whole region): nothing to leave out
+    assert pred["llmiqa_one_no_complement:argmax"]["b"] == pred["llmiqa_one:argmax"]["b"]
+
+
+def _classical_scores() -> pd.DataFrame:
+    """The toy images scored by PIQE (raw values, levels at K = 7 as the score stage maps them)."""
+    from dogiqa.scoring.classical import ClassicalScorer
+
+    raws = {key: 10.0 + 9.0 * i for i, key in enumerate(ARGMAX)}
+    rows = []
+    for (img, reg), raw in raws.items():
+        levels = ClassicalScorer("piqe", 7).levels(raw)
+        rows.append(
+            {
+                "image": img,
+                "region": reg,
+                "prompt_id": "piqe",
+                "K": 7,
+                "argmax": levels.argmax,
+                "expected": levels.expected,
+                "raw": levels.raw,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_classical_scores_are_mapped_again_to_other_k_as_the_score_stage_would():
+    from dogiqa.scoring.classical import ClassicalScorer
+
+    scores = _classical_scores()
+    pred = _compute(scores, classical_K=[5, 7])
+    remapped = {name.split("@")[0].split(":")[0] for name in pred if name.endswith("@piqe_k5")}
+    assert remapped == set(aggregate.REMAPPED_VARIANTS) and "paper:argmax@piqe_k7" not in pred
+    region = scores.set_index(["image", "region"]).raw
+    levels = {r: ClassicalScorer("piqe", 5).levels(float(region[("b", r)])) for r in (0, 1)}
+    # b: one whole region of 100 pixels, so s_local is its level at K = 5
+    assert pred["local_only_area:argmax@piqe_k5"]["b"] == levels[1].argmax
+    assert pred["local_only_area:expected@piqe_k5"]["b"] == pytest.approx(levels[1].expected)
+    assert pred["local_area_sseg:argmax@piqe_k5"]["a"] - pred["local_only_area:argmax@piqe_k5"][
+        "a"
+    ] == pytest.approx(5)
+    # the ensemble stays over the scorers at the run's K
+    assert "llmiqa:argmax@piqe_k5" not in pred
+    # listed apart from the run's own prompts (which the per-scorer comparisons iterate)
+    p = aggregate.validate_params(_params(classical_K=[5, 7]))
+    _, facts = aggregate.compute(REGIONS, scores, pd.Index(["a"], name="image"), p)
+    assert facts["prompt_ids"] == ["piqe"] and facts["remapped_prompt_ids"] == ["piqe_k5"]
+
+
+def test_global_float_is_the_unclipped_continuous_score_of_classical_scorers_only():
+    from dogiqa.scoring.classical import SCORERS
+
+    scores = _classical_scores()
+    pred = _compute(scores)
+    spec = SCORERS["piqe"]
+    raw = float(scores.set_index(["image", "region"]).raw[("a", 0)])
+    assert pred["global_float:argmax"]["a"] == pytest.approx(
+        1 + 6 * (spec.worst - raw) / (spec.worst - spec.best)
+    )
+    assert "global_float:argmax" not in _compute()  # an MLLM's prompt has no continuous score
+
+
+@pytest.mark.parametrize("value", [[1], ["five"], 5])
+def test_bad_classical_k_names_the_param(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamError, match="aggregate.classical_K"):
+        aggregate.run("toy", _params(classical_K=value))
+
+
+@pytest.mark.parametrize("metric", ["piqe", "brisque", "niqe"])
+def test_the_level_map_apart_from_the_scorers_gives_the_score_stages_levels(metric):
+    from dogiqa import levelmap
+    from dogiqa.scoring.classical import ClassicalScorer
+
+    anchor = levelmap.load_anchors()[metric]
+    span = anchor["worst"] - anchor["best"]
+    # across the range, beyond both anchors, exact ties between two levels, and non-finite
+    values = [anchor["best"] + span * t for t in np.linspace(-0.2, 1.2, 57)]
+    values += [anchor["worst"] - span * (i + 0.5) / 6 for i in range(6)] + [float("nan")]
+    for k in (3, 5, 7, 9):
+        for value in values:
+            stage = ClassicalScorer(metric, k).levels(value)
+            argmax, expected = levelmap.levels(value, metric, k)
+            assert (argmax, expected) == (stage.argmax, pytest.approx(stage.expected))

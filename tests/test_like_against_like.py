@@ -67,7 +67,15 @@ def test_a_classical_run_sits_beside_the_word_standard_rows_only(base) -> None:
     assert cpu.shares_setting(Cell("paper")) and cpu.shares_setting(Cell("global_only", crop=None))
     assert not cpu.shares_setting(Cell("local_area_sseg", standard="number"))
     assert not cpu.shares_setting(Cell("local_area_sseg", crop="mask"))
-    assert not cpu.shares_setting(Cell("paper", K=5))
+    # K: the run's own, and those its classical scores are mapped to again (aggregate.classical_K)
+    assert cpu.shares_setting(Cell("paper", K=5)) and not cpu.shares_setting(Cell("paper", K=4))
+    assert not study_run(base, "cpu", aggregate__classical_K=[]).shares_setting(Cell("paper", K=5))
+    assert not study_run(base, "paper").shares_setting(Cell("paper", K=5))  # an MLLM: new prompt
+    # a classical scorer's continuous score stands beside the float-output row, not an MLLM's
+    assert cpu.shares_setting(Cell("global_float", crop=None, standard="float"))
+    assert not study_run(base, "paper").shares_setting(
+        Cell("global_float", crop=None, standard="float")
+    )
     assert cpu.shares_setting(Cell("llmiqa", ensemble=True))  # three classical scorers
     assert not study_run(base, "paper").shares_setting(Cell("llmiqa", ensemble=True))
 
@@ -160,3 +168,18 @@ def test_the_cpu_runs_results_are_shown_in_their_own_place() -> None:
     diffs = pd.read_csv(ROOT / paths.TABLES / "cpu_mixgrained.csv")
     assert (diffs.run == "cpu").any() and diffs.difference.notna().all()
     assert diffs.loc[diffs.run == "cpu", "delta"].isna().all()
+
+
+def test_a_classical_run_fills_other_k_from_its_scores_mapped_again(base, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    values = {"local_area_sseg:argmax": 0.3, "local_area_sseg:argmax@piqe_k5": 0.25}
+    _write_metrics("cpu", "agiqa", values)
+    summary = paths.summary("predictions", "agiqa", run="cpu")
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps({"prompt_id": "piqe"}))
+    wanted = [(str(k), "agiqa", Cell("local_area_sseg", K=k)) for k in (5, 7, 9)]
+    rows, own = results.cell_values([study_run(base, "cpu")], wanted)
+    assert rows.empty  # a classical run reproduces no printed cell
+    cpu = own[own.metric == "srcc"].set_index("label")["this study: cpu"]
+    assert cpu.to_dict() == {"5": 0.25, "7": 0.3}  # K = 9 not computed in these metrics

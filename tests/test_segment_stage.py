@@ -185,6 +185,12 @@ def test_segmentation_stats(stage_run, params, monkeypatch) -> None:
             "complement_share": pytest.approx(
                 table[table["kind"] == "complement"]["image"].nunique() / 10, abs=1e-5
             ),
+            # every image is in the run (sample size 0): the dataset's figures are the same
+            "counted_images": 10,
+            "mean_regions_dataset": pytest.approx(
+                table[table["region"] == 0]["count"].mean(), abs=1e-5
+            ),
+            "c_max_dataset": int(table["count"].max()),
         }
     ]
     assert len(stats) == 1
@@ -192,9 +198,32 @@ def test_segmentation_stats(stage_run, params, monkeypatch) -> None:
     assert markdown.startswith("| run") and "classical" in markdown
 
 
+def test_count_all_counts_every_image_of_the_dataset_outside_the_sample(
+    stage_run, params, tmp_path, monkeypatch
+) -> None:
+    full = stage_run[2].groupby("image", sort=False)["count"].first()
+    write_labels(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    sampled = {**params, "sample": {"size": 4, "seed": 0}}
+    table = segment.run("livec", sampled)
+    counts = pd.read_csv(paths.region_counts("livec"))
+    assert list(counts.columns) == ["image", "count", "in_sample"]
+    assert set(counts.image) == set(full.index)  # all ten readable images, broken one skipped
+    assert counts.in_sample.sum() == table.image.nunique() <= 4
+    assert counts.set_index("image")["count"].to_dict() == full.to_dict()
+    summary = json.loads(paths.summary("regions", "livec").read_text())
+    assert summary["c_max_dataset"] == full.max() and summary["counted_images"] == 10
+    assert summary["mean_regions_dataset"] == pytest.approx(full.mean())
+    alone = copy.deepcopy(sampled)
+    alone["segment"]["count_all"] = False
+    segment.run("livec", alone)
+    assert pd.read_csv(paths.region_counts("livec")).in_sample.all()
+
+
 @pytest.mark.parametrize(
     ("key", "value", "name"),
     [
+        ("count_all", "yes", "segment.count_all"),
         ("backend", "sam3", "segment.backend"),
         ("mode", "paper", "segment.mode"),
         ("min_area", 0, "segment.min_area"),

@@ -108,6 +108,11 @@ def regions_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_
     return stage_file("regions", dataset, base=base, run=run)
 
 
+def region_counts(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    """Region count c per image of the whole dataset (the segment stage's ``count_all``)."""
+    return stage_file("regions", dataset, ".counts.csv", base, run=run)
+
+
 def scores_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
     return stage_file("scores", dataset, base=base, run=run)
 

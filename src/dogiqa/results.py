@@ -30,6 +30,10 @@ MODEL_NAMES = {"mplug/mplug-owl3-7b-240728": PAPER_MODEL}
 """Other names of a registry model (hub ids, lower case), so that any of them matches."""
 DOG_IQA_STANDARD = "word"
 """The standard of Dog-IQA's own rows (a classical scorer, which has none, stands beside these)."""
+FLOAT_STANDARD = "float"
+"""No standard, a free number (seed 001 Table 3 exp 1): a classical scorer's continuous score is
+one too (variant ``global_float``)."""
+CLASSICAL_STANDARDS = (DOG_IQA_STANDARD, FLOAT_STANDARD)
 
 
 def study_params() -> dict[str, Any]:
@@ -72,6 +76,9 @@ class Setting:
     """Images drawn per dataset (0 = every image)."""
     scorers: int
     """Members of the LLM-IQA ensemble (scorers or prompts averaged by ``llmiqa``)."""
+    other_K: tuple[int, ...] = ()
+    """Further K the run's variants exist for: a classical scorer's scores mapped again
+    (``aggregate.classical_K``, prompt ids ``<scorer>_k<K>``)."""
 
 
 def setting(params: Mapping[str, Any]) -> Setting:
@@ -86,6 +93,7 @@ def setting(params: Mapping[str, Any]) -> Setting:
         listed = listed if isinstance(listed, list) else [listed]
         family, model, scorers = "classical", ", ".join(map(str, listed)), len(listed)
     ensemble = params.get("aggregate", {}).get("ensemble", "all")
+    other_k = params.get("aggregate", {}).get("classical_K", []) if family == "classical" else []
     return Setting(
         family=family,
         model=model,
@@ -95,6 +103,7 @@ def setting(params: Mapping[str, Any]) -> Setting:
         segmenter=segment["backend"],
         sample=int(params["sample"]["size"]),
         scorers=scorers if ensemble == "all" else len(ensemble),
+        other_K=tuple(int(k) for k in other_k if int(k) != int(score["K"])),
     )
 
 
@@ -142,15 +151,16 @@ class StudyRun:
         return text
 
     def shares_setting(self, cell: Cell) -> bool:
-        """True when the run computes the cell's setting in all that its scorer family has: K,
-        crop, ensemble and the standard (a classical scorer has none: it sits beside Dog-IQA's
-        own word-standard rows, not beside rows that change the standard). Its aggregation is a
-        variant that every run computes."""
+        """True when the run computes the cell's setting in all that its scorer family has: K
+        (a classical run also the K it maps its scores to again), crop, ensemble and the
+        standard (a classical scorer has none: it sits beside Dog-IQA's own word-standard rows
+        and beside the float-output row, whose free number its continuous score is, not beside
+        rows that change the standard). Its aggregation is a variant that every run computes."""
         s = self.setting
-        standard = s.standard if s.family == "mllm" else DOG_IQA_STANDARD
+        standards = (s.standard,) if s.family == "mllm" else CLASSICAL_STANDARDS
         return (
-            standard == cell.standard
-            and s.K == cell.K
+            cell.standard in standards
+            and (s.K == cell.K or cell.K in s.other_K)
             and (cell.crop is None or s.crop == cell.crop)
             and (cell.ensemble is None or (s.scorers > 1) == cell.ensemble)
         )
@@ -175,6 +185,14 @@ class StudyRun:
 
     def predictions(self, dataset: str) -> pd.DataFrame | None:
         return load_predictions(dataset, self.name)
+
+    def regions(self, dataset: str) -> pd.DataFrame | None:
+        """The run's regions table of a dataset (image, region, kind, count), None before it."""
+        path = paths.regions_table(dataset, run=self.name)
+        columns = ("image", "region", "kind", "count")
+        return (
+            io.read_table(schema.REGIONS, path, columns)[list(columns)] if path.exists() else None
+        )
 
     def summary(self, kind: str, dataset: str) -> dict[str, Any] | None:
         """A stage's summary (kind: regions, scores, predictions), or None."""
@@ -217,6 +235,9 @@ def _cell_result(
     if report is None:
         return None
     variant = f"{cell.variant}:{main_readout(report)}"
+    if cell.K != run.setting.K:  # the main scorer mapped again to the cell's K
+        main_prompt = (run.summary("predictions", dataset) or {}).get("prompt_id", "")
+        variant += f"@{main_prompt}_k{cell.K}"
     result = report["variants"].get(variant)
     return None if result is None else (variant, result)
 

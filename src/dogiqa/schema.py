@@ -56,6 +56,14 @@ REGIONS = Table(
     ),
     text=("image", "kind", "rle", "backend"),
 )
+REGION_COUNTS = Table(
+    "region counts table",
+    "segment",
+    ("image", "count", "in_sample"),
+    text=("image",),
+)
+"""Algorithm 1's region count c of every image of a dataset (``segment.count_all``), the
+population of c_max."""
 SCORES = Table(
     "scores table",
     "score",

@@ -35,15 +35,13 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 
-from dogiqa import config
+from dogiqa import config, levelmap
 from dogiqa.cache import files_version
 from dogiqa.errors import ParamError
 from dogiqa.scoring.base import (
@@ -59,17 +57,14 @@ from dogiqa.scoring.iqa.niqe import MIN_SIDE as NIQE_MIN_SIDE
 from dogiqa.scoring.iqa.niqe import niqe
 from dogiqa.scoring.iqa.piqe import piqe
 
-ANCHORS_FILE = "classical_anchors.yaml"
-"""The level-map anchors in ``dogiqa.resources`` (``python -m dogiqa.scoring.anchors``)."""
+ANCHORS_FILE = levelmap.ANCHORS_FILE
 IQA_PACKAGE = "dogiqa.scoring.iqa"
 """The metrics' implementations: a metric's code is its module and what it imports from here."""
 
 
-@cache
 def load_anchors() -> dict[str, dict[str, Any]]:
     """Per metric: ``best`` and ``worst`` (and how they were computed)."""
-    text = (resources.files("dogiqa.resources") / ANCHORS_FILE).read_text(encoding="utf-8")
-    return yaml.safe_load(text)["metrics"]
+    return levelmap.load_anchors()
 
 
 # --- scorer -----------------------------------------------------------------------------------
@@ -124,8 +119,7 @@ lower is better) and one entry here; its level-map anchors come from
 
 def level_position(score: float, spec: MetricSpec, k: int) -> float:
     """The documented map from a continuous score to a level position in [1, K]."""
-    t = (spec.worst - score) / (spec.worst - spec.best)
-    return 1.0 + (k - 1) * min(max(t, 0.0), 1.0)
+    return levelmap.position(score, spec.best, spec.worst, k)
 
 
 class ClassicalScorer:
