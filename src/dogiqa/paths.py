@@ -21,11 +21,13 @@ REGIONS = DATA / "regions"
 SCORES = DATA / "scores"
 PREDICTIONS = DATA / "predictions"
 SELECTIONS = DATA / "selections"
+COMPARISONS = DATA / "comparisons"
 CACHE = DATA / "cache"
 REPORTS = Path("reports")
 TABLES = REPORTS / "tables"
 FIGURES = REPORTS / "figures"
 METRICS = REPORTS / "metrics"
+COMPARISON_METRICS = REPORTS / "comparisons"
 PLOTS = REPORTS / "plots"
 BENCH = REPORTS / "bench"
 NOTEBOOKS = Path("notebooks")
@@ -37,7 +39,9 @@ STAGE_DIRS = {
     "scores": SCORES,
     "predictions": PREDICTIONS,
     "selections": SELECTIONS,
+    "comparisons": COMPARISONS,
     "metrics": METRICS,
+    "comparison_metrics": COMPARISON_METRICS,
     "plots": PLOTS,
 }
 """Per-dataset outputs: the stage table (or report) kind -> its folder."""
@@ -98,6 +102,21 @@ def metrics_file(dataset: str, base: Path | None = None) -> Path:
 
 def plot_file(dataset: str, base: Path | None = None) -> Path:
     return stage_file("plots", dataset, ".csv", base)
+
+
+def comparisons_table(dataset: str, base: Path | None = None) -> Path:
+    """The compare stage's table (``data/comparisons/<ds>.csv``)."""
+    return stage_file("comparisons", dataset, base=base)
+
+
+def comparison_predictions(dataset: str, base: Path | None = None) -> Path:
+    """The rank stage's predictions (``data/comparisons/<ds>.predictions.csv``)."""
+    return stage_file("comparisons", dataset, ".predictions.csv", base)
+
+
+def comparison_metrics(dataset: str, base: Path | None = None) -> Path:
+    """The rank stage's metrics (``reports/comparisons/<ds>.json``)."""
+    return stage_file("comparison_metrics", dataset, ".json", base)
 
 
 def raw_dir(dataset: str, base: Path | None = None) -> Path:
