@@ -472,3 +472,81 @@ def test_the_openai_backend_asks_what_the_hf_backend_renders(project, tiny, syst
 def test_reply_cache_lines_are_strict_json() -> None:
     line = json.dumps(Reply((-np.inf, 0.5), 0.0).to_json(), allow_nan=False)
     assert re.search(r"-inf", line)
+
+
+# --- the stages' deps ---------------------------------------------------------------------------
+
+
+def test_compare_and_rank_read_only_their_deps(tmp_path: Path, oracle) -> None:
+    """Every project file the two stages open is one of their deps in dvc.yaml. They are not in
+    the default pipeline, so the four-image ``dvc repro`` of tests/test_dvc_reads.py does not run
+    them: here each runs as its CLI command with that test's audit hook (``sys.addaudithook``
+    from a ``sitecustomize`` module, ``DVC_STAGE`` set as DVC sets it)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from stage_project import ROOT, cli_env, write_params
+    from test_dvc_reads import SITECUSTOMIZE, _covered
+
+    root = tmp_path / "study"
+    folder = root / "data" / "raw" / "livec" / "Images"
+    folder.mkdir(parents=True)
+    photos = real_images(EVALUATED + HELD_OUT, start=20)
+    for photo in photos:
+        shutil.copy(photo, folder / photo.name)
+    labels = pd.DataFrame(
+        {
+            "image": [p.name for p in photos],
+            "path": [f"data/raw/livec/Images/{p.name}" for p in photos],
+            "mos": range(len(photos)),
+            "mos_norm": np.linspace(0, 1, len(photos)),
+            "order": range(len(photos)),
+            "in_subset": [i < EVALUATED for i in range(len(photos))],
+        }
+    )
+    paths.labels_table("livec", base=root).parent.mkdir(parents=True)
+    labels.to_csv(paths.labels_table("livec", base=root), index=False)
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    params = compare_params(openai_params(oracle.url), "double_in_context", backend="openai")
+    write_params(root, params)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+    log = tmp_path / "opened.tsv"
+    env = {**cli_env(), "DOGIQA_AUDIT_LOG": str(log)}
+    env["PYTHONPATH"] = f"{audit}:{env['PYTHONPATH']}"
+    for stage in ("compare", "rank"):
+        done = subprocess.run(
+            [sys.executable, "-m", "dogiqa", stage, "--dataset", "livec"],
+            cwd=root,
+            env={**env, "DVC_STAGE": f"{stage}@livec"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    reads: dict[str, set[str]] = {"compare": set(), "rank": set()}
+    written: dict[str, set[str]] = {"compare": set(), "rank": set()}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        stage, kind, path = line.split("\t")
+        if not Path(path).is_relative_to(root) or Path(path).is_dir():
+            continue
+        relative = Path(path).relative_to(root).as_posix()
+        (written if kind == "write" else reads)[stage.split("@")[0]].add(relative)
+    assert "data/raw/livec/Images/" + photos[0].name in reads["compare"]
+    assert "data/comparisons/livec.csv" in reads["rank"]
+    for stage in ("compare", "rank"):
+        body = stages[stage]["do"]
+        deps = [d.replace("${item}", "livec") for d in body["deps"]]
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in body.get("outs", [])]
+        outs += [next(iter(o)) for o in body.get("metrics", [])]
+        ignored = [o.replace("${item}", "livec") for o in outs] + ["data/cache", "params.yaml"]
+        missing = [
+            f
+            for f in reads[stage] - written[stage]
+            if not _covered(f, deps) and not _covered(f, ignored) and ".tmp." not in f
+        ]
+        assert missing == [], stage

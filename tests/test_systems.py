@@ -317,3 +317,62 @@ def test_in_context_without_a_dataset_says_where_exemplars_come_from(tmp_path: P
     assert task.exemplars is None and task.settings()["exemplars"] is None
     with pytest.raises(DogIQAError, match="outside the evaluated subset"):
         task.request(images(1))
+
+
+# --- the stages' params ---------------------------------------------------------------------------
+
+
+def study(**changes: object) -> dict[str, object]:
+    from stage_project import study_params
+
+    return study_params(**changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        ({"score__system": "single_cot"}, "score.system"),  # the classical backend has no prompt
+        ({"score__system": "double_standard"}, "score.system"),
+        ({"score__exemplars": 0}, "score.exemplars"),
+    ],
+)
+def test_score_stage_checks_the_system_params(changes, param) -> None:
+    from dogiqa import score
+
+    with pytest.raises(ParamError, match=param.replace(".", r"\.")):
+        score.validate_params(study(**changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        ({"compare__datasets": ["spaq"]}, "compare.datasets"),  # no images fetched
+        ({"compare__datasets": "livec"}, "compare.datasets"),
+        (
+            {
+                "compare__system": "multiple_standard",
+                "compare__readout": "generate",
+                "compare__design": "all",
+            },
+            "compare.design",
+        ),
+        ({"compare__datasets": ["livec"], "compare__backend": "classical"}, "compare.backend"),
+        ({"compare__datasets": ["livec"], "score__hf__dtype": "float8"}, "score.hf.dtype"),
+        ({"compare__list_size": 12}, "compare.list_size"),
+        ({"rank__methods": ["elo"]}, "rank.methods"),
+        ({"rank__main": "thurstone_map:soft"}, "rank.main"),
+    ],
+)
+def test_compare_and_rank_check_their_params(changes, param) -> None:
+    from dogiqa import compare, rank
+
+    params = study(**changes)
+    with pytest.raises(ParamError, match=param.replace(".", r"\.")):
+        compare.validate_params(params)
+        rank.validate_params(params)
+
+
+def test_the_default_params_leave_compare_out_of_the_pipeline() -> None:
+    from dogiqa import compare
+
+    assert compare.validate_params(study()).datasets == ()

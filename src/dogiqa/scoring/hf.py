@@ -456,7 +456,8 @@ class HFScorer(LevelScorer):
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.min_side = min_side
-        options = self.task.options
+        # the answer tokens a one-token readout reads (the levels, or A / B / same)
+        options = self.task.options if readout == "logits" else ()
         what = "level" if self.prompt is not None else "answer"
         self.level_ids = option_token_ids(adapter.tokenizer, options, what) if options else []
         stage = "compare" if self.task.system.compares else "score"
