@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
 
@@ -187,9 +187,6 @@ class Request:
 
     messages: list[dict[str, Any]]
     images: list[Image.Image]
-
-    def with_images(self, images: Sequence[Image.Image]) -> Request:
-        return replace(self, images=list(images))
 
     def image_parts(self, parts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The turns with the n-th image part replaced by ``parts[n]`` (e.g. data URLs)."""
