@@ -87,8 +87,10 @@ class FakeServer:
         tops = [{"token": str(i), "logprob": -1.5 * abs(i - peak) - 0.1} for i in range(1, 10)]
         tops += [{"token": f" {peak}", "logprob": -3.0}, {"token": "The", "logprob": -4.0}]
         tops.sort(key=lambda t: -t["logprob"])
-        tops = [{**t, "bytes": list(t["token"].encode())} for t in tops[: body["top_logprobs"]]]
-        logprobs = {"content": [{**tops[0], "top_logprobs": tops}]} if self.logprobs else None
+        shown = body.get("top_logprobs") or 1  # a generate request asks for no logprobs
+        tops = [{**t, "bytes": list(t["token"].encode())} for t in tops[:shown]]
+        asked = self.logprobs and body.get("logprobs")
+        logprobs = {"content": [{**tops[0], "top_logprobs": tops}]} if asked else None
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": tops[0]["token"]},
@@ -388,7 +390,8 @@ class TinyModelServer(FakeServer):
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
         adapter = self.model.adapter
         with self.lock, torch.inference_mode():
-            out = adapter.model(**adapter.inputs([image]), use_cache=False)
+            request = self.model.task.request([image])  # as received: prepared by the client
+            out = adapter.model(**adapter.inputs([request]), use_cache=False)
         logprobs = torch.log_softmax(out.logits[0, -1].double(), dim=0)
         values, ids = torch.topk(logprobs, body["top_logprobs"])
         as_ids = body.get("return_tokens_as_token_ids")

@@ -159,6 +159,18 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "dogiqa.evaluate", "SRCC/PLCC/KRCC of predictions against MOS", _per_run, _run_dataset
     ),
+    "compare": Command(
+        "dogiqa.compare",
+        "compare or rank images with an MLLM (seed 003's double and multiple stimulus)",
+        _per_run,
+        _run_dataset,
+    ),
+    "rank": Command(
+        "dogiqa.rank",
+        "scores from the comparisons (Thurstone, Bradley-Terry), evaluated against MOS",
+        _per_run,
+        _run_dataset,
+    ),
     "select": Command(
         "dogiqa.selection",
         "uniform and difficult sample selection, compared with seed 003's released lists",

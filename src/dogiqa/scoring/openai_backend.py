@@ -24,6 +24,13 @@ the returned log-probabilities from the raw logits, before that whitelist applie
 
 ``generate`` readout: the generated token through ``int()``, as the authors' code.
 
+What is asked is a prompting system's task (``dogiqa.systems``): each request's turns are sent
+with its image parts, in order, as PNG data URLs (a conversation may show several images, and
+exemplar turns: vLLM's V1 engine accepts up to 999 images per prompt unless
+``--limit-mm-per-prompt`` says less). The answer options are the task's (the levels, or A / B /
+same), found by token id or text as the levels are; a ``generate`` request asks for the task's
+``max_new_tokens`` and no log-probabilities.
+
 Crops pass :func:`dogiqa.scoring.prepare_crop` first (vLLM answers HTTP 400 for an aspect ratio
 above 200 with Qwen2-VL models). A crop the server rejects (HTTP 400, 413, 422) becomes a flagged
 fallback carrying the server's message.
@@ -48,19 +55,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dogiqa import config, prompts
+from dogiqa import config, prompts, systems
 from dogiqa.cache import code_version
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
     CropErrors,
     LevelScorer,
     LevelScores,
+    Reply,
     ScorerBackend,
-    fallback_scores,
-    find_level_token_ids,
-    from_logits,
-    one_hot,
-    parse_level,
+    find_option_token_ids,
     prepare_crop,
     prompt_unit,
 )
@@ -110,27 +114,46 @@ def token_text(token: str) -> str:
     return decoders.ByteLevel().decode([token]).replace("\u2581", " ")
 
 
-def token_level(token: str, k: int, id_levels: Mapping[int, int] | None) -> int | None:
-    """The level (1..K) a returned token stands for, or None: ``token_id:N`` through the level
-    token ids, any other string through its text (the digit alone, spaces aside)."""
+def levels(k: int) -> list[str]:
+    return [str(level) for level in range(1, k + 1)]
+
+
+def token_option(
+    token: str, options: Sequence[str], id_options: Mapping[int, int] | None
+) -> int | None:
+    """The option (1-based) a returned token stands for, or None: ``token_id:N`` through the
+    option token ids, any other string through its text (the option alone, spaces aside)."""
     match = TOKEN_ID.fullmatch(token)
     if match:
-        return id_levels.get(int(match.group(1))) if id_levels else None
+        return id_options.get(int(match.group(1))) if id_options else None
     text = token_text(token).strip()
-    level = parse_level(text, k)
-    return level if level is not None and text == str(level) else None
+    return list(options).index(text) + 1 if text in options else None
+
+
+def token_level(token: str, k: int, id_levels: Mapping[int, int] | None) -> int | None:
+    """The level (1..K) a returned token stands for, or None (the digit alone, spaces aside)."""
+    return token_option(token, levels(k), id_levels)
+
+
+def option_logprobs(
+    top_logprobs: Sequence[Mapping[str, Any]],
+    options: Sequence[str],
+    id_options: Mapping[int, int] | None = None,
+) -> np.ndarray:
+    """Per option, the largest log-probability among its spellings; -inf when absent."""
+    values = np.full(len(options), -np.inf)
+    for entry in top_logprobs:
+        option = token_option(str(entry["token"]), options, id_options)
+        if option is not None:
+            values[option - 1] = max(values[option - 1], float(entry["logprob"]))
+    return values
 
 
 def level_logprobs(
     top_logprobs: Sequence[Mapping[str, Any]], k: int, id_levels: Mapping[int, int] | None = None
 ) -> np.ndarray:
     """Per level 1..K, the largest log-probability among its spellings; -inf when absent."""
-    values = np.full(k, -np.inf)
-    for entry in top_logprobs:
-        level = token_level(str(entry["token"]), k, id_levels)
-        if level is not None:
-            values[level - 1] = max(values[level - 1], float(entry["logprob"]))
-    return values
+    return option_logprobs(top_logprobs, levels(k), id_levels)
 
 
 def server_root(base_url: str) -> str:
@@ -139,11 +162,11 @@ def server_root(base_url: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-def server_level_ids(
-    base_url: str, model: str, k: int, timeout: float, api_key: str | None = None
+def server_option_ids(
+    base_url: str, model: str, options: Sequence[str], timeout: float, api_key: str | None = None
 ) -> dict[int, int] | None:
-    """Level token id -> level, from the server's own tokenizer (vLLM's /tokenize and
-    /detokenize); None when the server has no such endpoints."""
+    """Option token id -> option (1-based: a level, or A / B / same), from the server's own
+    tokenizer (vLLM's /tokenize and /detokenize); None when the server has no such endpoints."""
     import httpx
 
     root = server_root(base_url)
@@ -162,20 +185,21 @@ def server_level_ids(
             return str(post("/detokenize", {"tokens": [token]})["prompt"])
 
         try:
-            levels = find_level_token_ids(k, encode, decode)
+            found = find_option_token_ids(options, encode, decode)
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
-    return {token: level for level, ids in enumerate(levels, start=1) for token in ids}
+    return {token: option for option, ids in enumerate(found, start=1) for token in ids}
 
 
 class OpenAIScorer(LevelScorer):
-    """Scores crops through one or more OpenAI-compatible chat-completions servers."""
+    """Asks a prompting system's task through one or more OpenAI-compatible chat-completions
+    servers (Dog-IQA's prompt alone stands for its single-stimulus standard task)."""
 
     def __init__(
         self,
         base_urls: Sequence[str],
         model: str,
-        prompt: prompts.Prompt,
+        prompt: systems.Task | prompts.Prompt,
         readout: str = "logits",
         api_key: str | None = None,
         concurrency: int = 8,
@@ -190,9 +214,10 @@ class OpenAIScorer(LevelScorer):
         self.timeout = timeout
         self.base_urls = list(base_urls)
         self.model = model
-        self.prompt = prompt
-        self.K = prompt.K
-        self.name = prompt.id
+        self.task = systems.as_task(prompt)
+        self.prompt = self.task.prompt
+        self.K = len(self.task.options)
+        self.name = self.task.id
         self.readout = readout
         self.concurrency = concurrency
         self.top_logprobs = top_logprobs
@@ -206,20 +231,31 @@ class OpenAIScorer(LevelScorer):
         self._lock = threading.Lock()
         self._check_lock = threading.Lock()
         self._next = 0
-        self.errors = CropErrors(self.K, f"score ({prompt.id})")
+        stage = "compare" if self.task.system.compares else "score"
+        item = "request" if self.task.system.compares else "crop"
+        self.errors = CropErrors(self.K, f"{stage} ({self.name})", flagged=Reply.failed, item=item)
+        self._exemplars: list[Image.Image] | None = None
 
     @classmethod
     def from_params(
         cls, section: Mapping[str, Any], prompt_id: str, k: int, readout: str
     ) -> OpenAIScorer:
+        """Dog-IQA's prompt ``prompt_id`` (single-stimulus standard), ``score.openai`` settings."""
         prompt = prompts.get(prompt_id)
         if k != prompt.K:
             raise ParamError("score.prompt", f"{prompt_id} has K={prompt.K} but score.K is {k}")
+        return cls.from_task(section, systems.as_task(prompt), readout)
+
+    @classmethod
+    def from_task(
+        cls, section: Mapping[str, Any], task: systems.Task, readout: str
+    ) -> OpenAIScorer:
+        """The servers of ``score.openai`` (``section``) asking ``task``."""
         key_env = section.get("api_key_env")
         return cls(
             section["base_urls"],
             section["model"],
-            prompt,
+            task,
             readout,
             api_key=os.environ.get(key_env) if key_env else None,
             concurrency=section["concurrency"],
@@ -260,7 +296,7 @@ class OpenAIScorer(LevelScorer):
         ids = None
         if self.readout == "logits":
             url = self.base_urls[index]
-            ids = server_level_ids(url, self.model, self.K, self.timeout, self.api_key)
+            ids = server_option_ids(url, self.model, self.task.options, self.timeout, self.api_key)
             if ids is None:
                 log.info("score: %s has no /tokenize; levels are read by token text", url)
         with self._lock:
@@ -277,24 +313,30 @@ class OpenAIScorer(LevelScorer):
             return f"server {url} answered HTTP {exc.status_code}: {exc.message}"
         return f"server {url}: {exc}"
 
-    def _messages(self, crop: Image.Image) -> list[dict[str, Any]]:
-        part = {"type": "image_url", "image_url": {"url": data_url(crop)}}
-        return prompts.chat_messages(self.prompt, part)
+    def _messages(self, request: systems.Request) -> list[dict[str, Any]]:
+        parts = [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in request.images]
+        return request.image_parts(parts)
 
-    def _request(self, crop: Image.Image) -> tuple[int, Any]:
+    def _request(self, request: systems.Request) -> tuple[int, Any]:
         import openai
 
         index, client = self._client()
         extra = {"return_tokens_as_token_ids": True} if self._level_ids.get(index) else None
+        if self.readout == "logits":  # the next token's log-probabilities
+            asked: dict[str, Any] = {
+                "max_tokens": 1,
+                "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+            }
+        else:
+            asked = {"max_tokens": self.task.max_new_tokens}
         try:
             response = client.chat.completions.create(
                 model=self.model,
-                messages=self._messages(crop),
-                max_tokens=1,
+                messages=self._messages(request),
                 temperature=0.0,
-                logprobs=True,
-                top_logprobs=self.top_logprobs,
                 extra_body=extra,
+                **asked,
             )
         except openai.APIStatusError as exc:
             if exc.status_code in CROP_STATUSES:
@@ -306,12 +348,11 @@ class OpenAIScorer(LevelScorer):
             raise DogIQAError(f"server {self.base_urls[index]} returned no choices")
         return index, response.choices[0]
 
-    def _score_prepared(self, crop: Image.Image) -> LevelScores:
-        index, choice = self._request(crop)
+    def _reply(self, request: systems.Request) -> Reply:
+        index, choice = self._request(request)
         text = (choice.message.content or "") if choice.message else ""
         if self.readout == "generate":
-            level = parse_level(text, self.K)
-            return fallback_scores(self.K, text) if level is None else one_hot(level, self.K, text)
+            return Reply(text=text)
         content = choice.logprobs.content if choice.logprobs else None
         if not content or not content[0].top_logprobs:
             raise DogIQAError(
@@ -321,23 +362,48 @@ class OpenAIScorer(LevelScorer):
         first = content[0]
         entries = [{"token": first.token, "logprob": first.logprob}]  # the chosen token
         entries += [t.model_dump() for t in first.top_logprobs]
-        values = level_logprobs(entries, self.K, self._level_ids.get(index))
-        return from_logits(values, log_norm=0.0)  # log-probabilities: normaliser 1
+        values = option_logprobs(entries, self.task.options, self._level_ids.get(index))
+        return Reply(tuple(float(v) for v in values), 0.0)  # log-probabilities: normaliser 1
+
+    def requests(self, items: Sequence[Sequence[Image.Image]]) -> list[systems.Request]:
+        """One request per item (its stimuli), every image prepared (the exemplars' once)."""
+        if self._exemplars is None:
+            self._exemplars = [self._prepare(im) for im in self.task.exemplar_images()]
+        return [
+            self.task.request([self._prepare(im) for im in item], self._exemplars) for item in items
+        ]
+
+    def _prepare(self, image: Image.Image) -> Image.Image:
+        return prepare_crop(image, 1, self.max_pixels)
+
+    def reply_one(self, request: systems.Request) -> Reply:
+        return self.errors.call(lambda batch: [self._reply(batch[0])], [request])[0]
+
+    def replies(self, requests: Sequence[systems.Request]) -> list[Reply]:
+        """The server's reply to every request, at most ``concurrency`` in flight; a request the
+        server rejects gets a reply carrying the error."""
+        if len(requests) <= 1 or self.concurrency == 1:
+            return [self.reply_one(r) for r in requests]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+            return list(pool.map(self.reply_one, requests))
 
     def score_one(self, crop: Image.Image) -> LevelScores:
-        prepared = prepare_crop(crop, 1, self.max_pixels)
-        return self.errors.call(lambda batch: [self._score_prepared(batch[0])], [prepared])[0]
+        return self.score([crop])[0]
 
     def score(self, crops: list[Image.Image]) -> list[LevelScores]:
-        if len(crops) <= 1 or self.concurrency == 1:
-            return [self.score_one(c) for c in crops]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(crops))) as pool:
-            return list(pool.map(self.score_one, crops))
+        replies = self.replies(self.requests([[crop] for crop in crops]))
+        return [self.task.answer_scores(reply) for reply in replies]
 
 
 NEUTRAL_SETTINGS = ("base_urls", "api_key_env", "concurrency", "retries", "timeout")
 """Settings of ``score.openai`` that do not change the scores (endpoints, credentials,
 throughput)."""
+
+
+def model_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``score.openai`` of a ``score`` section as it shapes the answers (fingerprints)."""
+    return {k: v for k, v in section["openai"].items() if k not in NEUTRAL_SETTINGS}
+
 
 BACKEND = ScorerBackend(
     check=check_params,
@@ -345,7 +411,9 @@ BACKEND = ScorerBackend(
         section,
         "openai",
         NEUTRAL_SETTINGS,
-        lambda s: OpenAIScorer.from_params(s["openai"], s["prompt"], int(s["K"]), s["readout"]),
-        code_version(OpenAIScorer),
+        lambda s, task: OpenAIScorer.from_task(s["openai"], task, s["readout"]),
+        code_version(OpenAIScorer, systems.Task),
     ),
+    ask=lambda section, task, readout: OpenAIScorer.from_task(section["openai"], task, readout),
+    ask_settings=model_settings,
 )
