@@ -503,20 +503,21 @@ def test_reply_cache_lines_are_strict_json() -> None:
 # --- the stages' deps ---------------------------------------------------------------------------
 
 
-def test_compare_and_rank_read_only_their_deps(tmp_path: Path, oracle) -> None:
-    """Every project file the two stages open is one of their deps in dvc.yaml, and what they
-    write lies in their run's folders. They are not in the default pipeline, so the four-image
-    ``dvc repro`` of tests/test_dvc_reads.py does not run them: here each runs as its CLI
-    command (``--run``, as dvc.yaml's command for a run that compares) with that test's audit
-    hook (``sys.addaudithook`` from a ``sitecustomize`` module, ``DVC_STAGE`` set as DVC sets
-    it)."""
+def test_compare_and_rank_run_through_dvc_reading_only_their_deps(tmp_path: Path, oracle) -> None:
+    """A run that compares gets its compare and rank stages from dvc.yaml, and ``dvc repro``
+    runs them (``--run``, into the run's folders); every project file they open is one of their
+    deps in dvc.lock and what they write is their outs or their run's cache. They are not in the
+    default pipeline, so the four-image ``dvc repro`` of tests/test_dvc_reads.py does not run
+    them: here they run with that test's audit hook (``sys.addaudithook`` from a
+    ``sitecustomize`` module; DVC sets ``DVC_STAGE`` for each stage's command)."""
+    import os
     import shutil
     import subprocess
     import sys
 
     import yaml
     from stage_project import ROOT, cli_env, one_run, write_params
-    from test_dvc_reads import SITECUSTOMIZE, _covered
+    from test_dvc_reads import SITECUSTOMIZE, _covered, _source_of
 
     root = tmp_path / "study"
     folder = root / "data" / "raw" / "livec" / "Images"
@@ -536,6 +537,8 @@ def test_compare_and_rank_read_only_their_deps(tmp_path: Path, oracle) -> None:
     paths.labels_table("livec", base=root).parent.mkdir(parents=True)
     labels.to_csv(paths.labels_table("livec", base=root), index=False)
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", root / "src", ignore=ignore)  # the stages' code deps
     params = compare_params(openai_params(oracle.url), "double_in_context", backend="openai")
     params.update(one_run(["livec"], name=RUN, compare=["livec"]))
     write_params(root, params)
@@ -543,46 +546,51 @@ def test_compare_and_rank_read_only_their_deps(tmp_path: Path, oracle) -> None:
     audit.mkdir()
     (audit / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     log = tmp_path / "opened.tsv"
-    env = {**cli_env(), "DOGIQA_AUDIT_LOG": str(log)}
-    env["PYTHONPATH"] = f"{audit}:{env['PYTHONPATH']}"
-    for stage in ("compare", "rank"):
+    env = {
+        **cli_env(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": f"{audit}{os.pathsep}{root / 'src'}",
+        "DOGIQA_AUDIT_LOG": str(log),
+        "DVC_NO_ANALYTICS": "1",
+    }
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, env=env, check=True)
+    stages = [f"compare@{RUN}-livec", f"rank@{RUN}-livec"]
+    for stage in stages:  # --single-item: not the download stage that makes the labels
         done = subprocess.run(
-            [sys.executable, "-m", "dogiqa", stage, "--run", RUN, "--dataset", "livec"],
+            [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
             cwd=root,
-            env={**env, "DVC_STAGE": f"{stage}@{RUN}-livec"},
+            env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=600,
         )
-        assert done.returncode == 0, done.stderr[-2000:]
-    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    reads: dict[str, set[str]] = {"compare": set(), "rank": set()}
-    written: dict[str, set[str]] = {"compare": set(), "rank": set()}
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    assert set(lock) == set(stages)
+    reads: dict[str, set[str]] = {stage: set() for stage in stages}
+    written: dict[str, set[str]] = {stage: set() for stage in stages}
     for line in log.read_text(encoding="utf-8").splitlines():
         stage, kind, path = line.split("\t")
         if not Path(path).is_relative_to(root) or Path(path).is_dir():
             continue
-        relative = Path(path).relative_to(root).as_posix()
-        (written if kind == "write" else reads)[stage.split("@")[0]].add(relative)
+        relative = _source_of(Path(path).relative_to(root).as_posix())
+        (written if kind == "write" else reads)[stage].add(relative)
     # The run's sample and the in-context exemplars (outside it), no other image.
     written_summary = json.loads(paths.summary("comparisons", "livec", root, run=RUN).read_text())
     shown = {*schema.stage_images(labels, SAMPLE)["image"], *written_summary["exemplars"]}
     assert len(shown) == EVALUATED + 2
-    assert {f for f in reads["compare"] if "/Images/" in f} == {
+    assert {f for f in reads[stages[0]] if "/Images/" in f} == {
         f"data/raw/livec/Images/{name}" for name in shown
     }
-    assert f"data/comparisons/{RUN}/livec.csv" in reads["rank"]
-
-    def resolved(path: str) -> str:
-        return path.replace("${item.run}", RUN).replace("${item.dataset}", "livec")
-
-    for stage in ("compare", "rank"):
-        body = stages[stage]["do"]
-        deps = [resolved(d) for d in body["deps"]]
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in body.get("outs", [])]
-        outs += [next(iter(o)) for o in body.get("metrics", [])]
-        outs = [resolved(o) for o in outs]
-        ignored = [*outs, f"data/cache/compare/{RUN}", "params.yaml"]
+    assert f"data/comparisons/{RUN}/livec.csv" in reads[stages[1]]
+    report = json.loads(paths.comparison_metrics("livec", root, run=RUN).read_text())
+    assert report["run"] == RUN and report["variants"][report["main"]]["n"] == EVALUATED
+    for stage in stages:
+        deps = [d["path"] for d in lock[stage]["deps"]]
+        outs = [o["path"] for o in lock[stage]["outs"]]
+        assert all(f"/{RUN}/" in out for out in outs), outs
+        ignored = [*outs, f"data/cache/compare/{RUN}", *lock[stage]["params"]]
         stray = [
             f
             for f in written[stage]
