@@ -2,9 +2,9 @@
 
 A run's stage (``--run NAME``). Reads ``data/comparisons/<run>/<ds>.csv`` and the labels, fills
 the preference matrix of Eq. 1 with every answered pair (fallbacks left out) and recovers one
-score per image with each method of
-``rank.methods`` (``dogiqa.comparisons``: Thurstone Case V MAP of Eq. 2, Thurstone-Mosteller
-least squares, Bradley-Terry). Each method runs on two readings of the answers:
+score per image with each method of ``rank.methods`` (``dogiqa.comparisons``: Thurstone Case V
+MAP of Eq. 2, Thurstone-Mosteller least squares, Bradley-Terry). Each method runs on two
+readings of the answers:
 
 - ``outcome``: the answer itself, the first image's credit 1 (A), 0 (B) or 1/2 (same), as the
   paper counts preferences;
