@@ -495,6 +495,20 @@ def test_the_openai_backend_asks_what_the_hf_backend_renders(project, tiny, syst
         assert len(client.requests(items[:1])[0].images) == len(task.exemplars) + task.size
 
 
+def test_compare_fingerprint_keeps_the_settings_that_shape_its_replies() -> None:
+    """Cached replies are keyed by the hf settings that change them (``batch_size``: batch
+    neighbours), not by ``score.hf.lookahead``, which groups only the score stage's images."""
+    base = compare_params(hf_params(Path("qwen2.5-vl-7b")), "double_standard")
+
+    def fingerprint(**hf: Any) -> str:
+        score_section = {**base["score"], "hf": {**base["score"]["hf"], **hf}}
+        return compare.validate_params({**base, "score": score_section}).fingerprint
+
+    before = fingerprint()
+    assert fingerprint(lookahead=1) == fingerprint(lookahead=32) == before
+    assert fingerprint(batch_size=2) != before
+
+
 def test_reply_cache_lines_are_strict_json() -> None:
     line = json.dumps(Reply((-np.inf, 0.5), 0.0).to_json(), allow_nan=False)
     assert re.search(r"-inf", line)

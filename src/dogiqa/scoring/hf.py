@@ -653,9 +653,11 @@ def fingerprint_settings(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def model_settings(section: Mapping[str, Any]) -> dict[str, Any]:
-    """``score.hf`` of a ``score`` section as it shapes the answers (fingerprints)."""
+    """``score.hf`` of a ``score`` section as it shapes the compare stage's answers
+    (fingerprints): without ``lookahead``, which groups the score stage's images only."""
     resolved = fingerprint_settings(section["hf"])
-    return {k: v for k, v in resolved.items() if k not in NEUTRAL_SETTINGS}
+    neutral = (*NEUTRAL_SETTINGS, "lookahead")
+    return {k: v for k, v in resolved.items() if k not in neutral}
 
 
 BACKEND = ScorerBackend(
