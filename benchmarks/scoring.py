@@ -118,8 +118,8 @@ def padding(
     masks: list[torch.Tensor] = []
     inputs = s.adapter.inputs
 
-    def recorded(crops: Any) -> Any:
-        batch = inputs(crops)
+    def recorded(requests: Any) -> Any:
+        batch = inputs(requests)
         masks.append(batch["attention_mask"])
         return batch
 

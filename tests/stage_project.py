@@ -51,10 +51,22 @@ def write_labels(root: Path, images: list[tuple[str, str]], dataset: str = "live
     return out
 
 
-def one_run(datasets: list[str], name: str = paths.DEFAULT_RUN, profile: str = "cpu") -> dict:
-    """``runs`` and ``run_datasets`` of a study whose one run ``name`` covers ``datasets``."""
-    declared = {name: {"profile": profile, "datasets": list(datasets), "enabled": True}}
-    return {"runs": declared, "run_datasets": runs.stage_items(runs.declared({"runs": declared}))}
+def one_run(
+    datasets: list[str],
+    name: str = paths.DEFAULT_RUN,
+    profile: str = "cpu",
+    compare: list[str] | None = None,
+) -> dict:
+    """``runs``, ``run_datasets`` and ``run_comparisons`` of a study whose one run ``name``
+    covers ``datasets`` (and compares those of ``compare``)."""
+    entry = {"profile": profile, "datasets": list(datasets), "enabled": True}
+    declared = {name: {**entry, "compare": list(compare)} if compare else entry}
+    found = runs.declared({"runs": declared})
+    return {
+        "runs": declared,
+        "run_datasets": runs.stage_items(found),
+        "run_comparisons": runs.comparison_items(found),
+    }
 
 
 def study_params(datasets: list[str] | None = None, **changes: Any) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def crops(n: int = 4) -> list[Image.Image]:
 
 
 def scorer(tokenizer: Any, readout: str, **model_args: Any) -> HFScorer:
-    adapter = MPlugOwl3Adapter(StubOwl3Model(tokenizer, **model_args), tokenizer, PROMPT)
+    adapter = MPlugOwl3Adapter(StubOwl3Model(tokenizer, **model_args), tokenizer)
     return HFScorer(adapter, PROMPT, readout, batch_size=1, max_pixels=0, min_side=28)
 
 

@@ -33,6 +33,7 @@ def test_the_default_enables_the_cpu_run_and_run_datasets_is_current(params) -> 
         "cpu-livec": {"run": "cpu", "dataset": "livec", "profile": "cpu"},
         "cpu-agiqa": {"run": "cpu", "dataset": "agiqa", "profile": "cpu"},
     }
+    assert params["run_comparisons"] == {}  # no enabled run compares: no compare/rank stage
 
 
 def test_enable_and_disable_rewrite_run_datasets_keeping_the_file(tmp_path) -> None:
@@ -47,6 +48,10 @@ def test_enable_and_disable_rewrite_run_datasets_keeping_the_file(tmp_path) -> N
     assert "paper-kadid" in enabled["run_datasets"]
     assert "# Runs: named configurations" in target.read_text()  # comments kept
     runs.write(target, disable="paper")
+    assert target.read_text() == original
+    runs.write(target, enable="prompting")  # a run that compares: run_comparisons too
+    assert list(load_params(target)["run_comparisons"]) == ["prompting-livec", "prompting-agiqa"]
+    runs.write(target, disable="prompting")
     assert target.read_text() == original
 
 
@@ -124,6 +129,14 @@ def test_a_run_sees_the_base_params_changed_by_its_profile_alone(params) -> None
         ({"x": {"profile": "cpu", "datasets": ["imagenet"], "enabled": True}}, "runs.x.datasets"),
         ({"x": {"profile": "cpu", "datasets": ["livec"], "enabled": "yes"}}, "runs.x.enabled"),
         ({"x": {"profile": "cpu", "datasets": ["livec"], "enabled": False}}, "runs: no run"),
+        (
+            {"x": {"profile": "cpu", "datasets": ["livec"], "compare": ["spaq"], "enabled": True}},
+            "runs.x.compare: must list some of the run's datasets",
+        ),
+        (
+            {"x": {"profile": "cpu", "datasets": ["livec"], "compare": "livec", "enabled": True}},
+            "runs.x.compare",
+        ),
     ],
 )
 def test_bad_runs_name_the_param(entry, param) -> None:
@@ -165,3 +178,57 @@ def test_each_runs_stages_write_only_its_folders_and_track_only_its_profile(tmp_
         assert tracked[PROFILES] == [run]  # the run's own profile, not another run's
         assert f"runs.{run}.profile" in tracked["params.yaml"]
         assert "runs" not in tracked["params.yaml"] and "run_datasets" not in tracked["params.yaml"]
+
+
+def test_only_a_run_that_compares_gets_compare_and_rank_stages(tmp_path) -> None:
+    """The default DAG has no compare or rank stage; enabling the prompting run (whose entry
+    lists the datasets it compares) adds one of each per compared dataset, writing into the run's
+    folders and tracking the run's own profile, which picks the systems."""
+    default = [s.name for s in _stages(tmp_path / "default", enable="cpu")]
+    assert not [n for n in default if n.startswith(("compare", "rank"))]
+    stages = _stages(tmp_path / "prompting", enable="prompting")
+    params = load_params(tmp_path / "prompting" / "params.yaml")
+    assert params["run_comparisons"] == {
+        "prompting-livec": {"run": "prompting", "dataset": "livec", "profile": "prompting"},
+        "prompting-agiqa": {"run": "prompting", "dataset": "agiqa", "profile": "prompting"},
+    }
+    comparing = {s.name: s for s in stages if s.name.startswith(("compare@", "rank@"))}
+    assert set(comparing) == {
+        f"{stage}@prompting-{ds}" for stage in ("compare", "rank") for ds in ("livec", "agiqa")
+    }
+    for name, stage in comparing.items():
+        assert stage.cmd.endswith(f"--run prompting --dataset {name.split('-')[-1]}")
+        assert all("/prompting/" in str(out) for out in stage.outs), name
+        tracked = {d.def_path: d.params for d in stage.deps if isinstance(d, ParamsDependency)}
+        assert tracked[PROFILES] == ["prompting"]
+        assert "runs.prompting.profile" in tracked["params.yaml"]
+    seen = runs.run_params(params, "prompting")
+    assert (seen["score"]["system"], seen["compare"]["system"]) == (
+        "single_in_context",
+        "double_standard",
+    )
+    assert runs.run_params(params, "cpu")["score"]["system"] == "single_standard"
+
+
+def test_a_stale_run_comparisons_is_refused_naming_the_command(params, tmp_path) -> None:
+    stale = copy.deepcopy(params)
+    stale["runs"]["cpu"]["compare"] = ["livec"]  # as `dvc exp run -S runs.cpu.compare=[livec]`
+    told = (
+        "params: run_comparisons: differs from the enabled runs' compare lists in cpu-livec: DVC "
+        "takes the compare and rank stages from run_comparisons, which `dvc exp run -S runs...` "
+        "does not rewrite; run `python -m dogiqa runs --write` first (it writes run_comparisons),"
+        " then `dvc repro` or `dvc exp run`"
+    )
+    with pytest.raises(ParamError) as caught:
+        runs.validate_params(stale)
+    assert str(caught.value) == told
+    target = tmp_path / "params.yaml"
+    target.write_text(yaml.safe_dump(stale, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    result = run_cli(tmp_path, "compare", "--run", "cpu", "--dataset", "livec")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"dogiqa compare: error: {told}"]
+    runs.write(target)
+    assert runs.comparison_items(runs.validate_params(load_params(target))) == {
+        "cpu-livec": {"run": "cpu", "dataset": "livec", "profile": "cpu"}
+    }

@@ -320,8 +320,8 @@ def padding_per_batch(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     real = AutoAdapter.inputs
 
-    def inputs(self: AutoAdapter, crops: Any) -> Any:
-        batch = real(self, crops)
+    def inputs(self: AutoAdapter, requests: Any) -> Any:
+        batch = real(self, requests)
         mask = batch["attention_mask"]
         seen.append((int((mask == 0).sum()), int(mask.sum())))
         return batch
@@ -379,11 +379,11 @@ def test_hf_batches_of_a_resumed_run_are_those_of_an_uninterrupted_one(
     kill_at: list[int] = []
     real = AutoAdapter.inputs
 
-    def inputs(self: AutoAdapter, crops: Any) -> Any:
+    def inputs(self: AutoAdapter, requests: Any) -> Any:
         if kill_at and len(batches) == kill_at[0]:
             raise Killed
-        batches.append([crop.size for crop in crops])
-        return real(self, crops)
+        batches.append([image.size for request in requests for image in request.images])
+        return real(self, requests)
 
     monkeypatch.setattr(AutoAdapter, "inputs", inputs)
     once = score.run("livec", chosen)
@@ -420,6 +420,7 @@ def edited(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         ("dogiqa/scoring/base.py", True),  # level readout, crop preparation, error policy
         ("dogiqa/crops.py", True),  # padding to the aspect limit
         ("dogiqa/prompts.py", True),  # the chat messages
+        ("dogiqa/systems.py", True),  # the prompting system's requests and their reading
         ("dogiqa/scoring/classical.py", False),  # another backend
         ("dogiqa/config.py", False),  # params checks only
     ],

@@ -131,7 +131,8 @@ def test_generate_flags_an_answer_outside_the_levels(model_dirs, crops) -> None:
 @pytest.mark.parametrize("name", BUILDERS)
 def test_batching_gives_the_numbers_of_one_crop_at_a_time(model_dirs, crops, name) -> None:
     batched_scorer = scorer(model_dirs[name], "paper_word_k7", batch_size=len(crops))
-    padded = batched_scorer.adapter.inputs(batched_scorer._prepare(crops))["attention_mask"]
+    requests = batched_scorer.requests([[crop] for crop in crops])
+    padded = batched_scorer.adapter.inputs(requests)["attention_mask"]
     assert (padded[:, 0] == 0).any() and (padded[:, -1] == 1).all()  # left padding was needed
     batched = batched_scorer.score(crops)
     single = scorer(model_dirs[name], "paper_word_k7", batch_size=1).score(crops)
@@ -223,7 +224,7 @@ def test_thin_crops_pass_the_real_qwen_processor(model_dirs, size) -> None:
     stripe = Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1] + (3,), np.uint8))
     prepared = s._prepare([stripe])[0]
     assert max(prepared.size) / min(prepared.size) <= 50
-    s.adapter.inputs([prepared])  # the real processor accepts it
+    s.adapter.inputs(s.requests([[stripe]]))  # the real processor accepts it
     (result,) = s.score([stripe])
     assert not result.fallback and not result.error and result.levels_found == 7
 
@@ -282,7 +283,8 @@ def test_bf16_level_logits_equal_the_fp32_model(tie_prone, crops) -> None:
     assert reference[0, 6] - reference[0, 5] == pytest.approx(0.08203125, abs=1e-4)
     # The plain bf16 head, read as before: levels 6 and 7 tie at 24.0 and differ from fp32.
     with torch.inference_mode():
-        plain = bf16.adapter.model(**bf16.adapter.inputs(crops[:3]), use_cache=False)
+        inputs = bf16.adapter.inputs(bf16.requests([[crop] for crop in crops[:3]]))
+        plain = bf16.adapter.model(**inputs, use_cache=False)
     ids = [spellings[0] for spellings in bf16.level_ids]
     head = plain.logits[:, -1, ids].double().numpy()
     assert np.abs(head - reference).max() > 1e-3
@@ -318,7 +320,8 @@ def test_models_known_to_overflow_in_fp16(model_dirs) -> None:
 def test_level_mass_is_the_next_token_probability_on_the_levels(model_dirs, crops) -> None:
     s = scorer(model_dirs["idefics3"], "paper_word_k7")
     with torch.inference_mode():
-        out = s.adapter.model(**s.adapter.inputs(crops[:2]), use_cache=False)
+        inputs = s.adapter.inputs(s.requests([[crop] for crop in crops[:2]]))
+        out = s.adapter.model(**inputs, use_cache=False)
     probs = torch.softmax(out.logits[:, -1, :].double(), dim=1)
     for row, result in zip(probs, s.score(crops[:2]), strict=True):
         expected = sum(float(row[ids].max()) for ids in s.level_ids)

@@ -95,8 +95,10 @@ class FakeServer:
         tops = [{"token": str(i), "logprob": -1.5 * abs(i - peak) - 0.1} for i in range(1, 10)]
         tops += [{"token": f" {peak}", "logprob": -3.0}, {"token": "The", "logprob": -4.0}]
         tops.sort(key=lambda t: -t["logprob"])
-        tops = [{**t, "bytes": list(t["token"].encode())} for t in tops[: body["top_logprobs"]]]
-        logprobs = {"content": [{**tops[0], "top_logprobs": tops}]} if self.logprobs else None
+        shown = body.get("top_logprobs") or 1  # a generate request asks for no logprobs
+        tops = [{**t, "bytes": list(t["token"].encode())} for t in tops[:shown]]
+        asked = self.logprobs and body.get("logprobs")
+        logprobs = {"content": [{**tops[0], "top_logprobs": tops}]} if asked else None
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": tops[0]["token"]},
@@ -271,6 +273,33 @@ def test_a_stream_of_images_comes_back_in_order() -> None:
         fake.close()
 
 
+def test_a_prompting_system_s_requests_stream_across_images() -> None:
+    """A prompting system's requests (chain-of-thought: its own question, its token budget) go
+    through the same stream: later images are sent while the first waits, results in order,
+    each reply read by the system (an answer without ``Score:`` is its flagged fallback)."""
+    from dogiqa import systems
+
+    cot = systems.Task(systems.get("single_cot"), prompts.get("paper_word_k7"), 1)
+    fake = SlowFirstServer(wait=0.5)
+    try:
+        images = crops(6)
+        jobs = [("first", images[:1]), ("pair", images[1:3]), ("rest", images[3:6])]
+        asking = OpenAIScorer([fake.url], MODEL, cot, "generate", concurrency=4, retries=0)
+        streamed = list(asking.score_stream(jobs))
+        assert [tag for tag, _ in streamed] == ["first", "pair", "rest"]
+        for (_, given), (_, scores) in zip(jobs, streamed, strict=True):
+            assert [(s.raw, s.fallback) for s in scores] == [
+                (str(peak_level(im)), True) for im in given
+            ]
+        assert fake.answered_meanwhile == 5  # the other images did not wait for the first
+        question = cot.messages[-1]["content"][-1]["text"]
+        for body in fake.bodies:
+            assert body["max_tokens"] == cot.max_new_tokens and "logprobs" not in body
+            assert body["messages"][-1]["content"][-1]["text"] == question
+    finally:
+        fake.close()
+
+
 def test_generate_readout_parses_the_answer(server) -> None:
     images = crops()
     results = scorer([server.url], "authors_word_k7", readout="generate").score(images)
@@ -432,7 +461,8 @@ class TinyModelServer(FakeServer):
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
         adapter = self.model.adapter
         with self.lock, torch.inference_mode():
-            out = adapter.model(**adapter.inputs([image]), use_cache=False)
+            request = self.model.task.request([image])  # as received: prepared by the client
+            out = adapter.model(**adapter.inputs([request]), use_cache=False)
         logprobs = torch.log_softmax(out.logits[0, -1].double(), dim=0)
         values, ids = torch.topk(logprobs, body["top_logprobs"])
         as_ids = body.get("return_tokens_as_token_ids")

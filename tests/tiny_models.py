@@ -6,11 +6,15 @@ with no network. The tokenizer is a byte-level BPE trained in memory on the stud
 the Qwen-style one splits digits from a preceding space (only "5" is a token, as in Qwen2), the
 Idefics3 one also learns " 5" as one token (so both spellings of a level exist). The output rows
 of the digit tokens 1-9 are scaled up so that level tokens often win the greedy choice, which lets
-tests compare the logits readout with generation. Random weights: mechanics only.
+tests compare the logits readout with generation. ``texts`` adds texts to the tokenizer's
+training corpus (the prompting systems' wording, so that their answer words such as "same" are
+single tokens); without it the models are the ones the other tests were written against.
+Random weights: mechanics only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -72,15 +76,17 @@ IDEFICS_TEMPLATE = (
 )
 
 
-def _corpus() -> list[str]:
+def _corpus(extra: Sequence[str] = ()) -> list[str]:
     texts = []
     for prompt in prompts.all_prompts().values():
         texts += [prompt.system or "", prompt.user]
     answers = " ".join(f"Assistant: {i}\nassistant\n{i}" for i in range(1, 10))
-    return texts + [answers] * 20
+    return texts + [answers] * 20 + list(extra)
 
 
-def _tokenizer(special: list[str], split_digits: bool, **tokens: str) -> PreTrainedTokenizerFast:
+def _tokenizer(
+    special: list[str], split_digits: bool, texts: Sequence[str] = (), **tokens: str
+) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.pre_tokenizer = (
@@ -95,7 +101,7 @@ def _tokenizer(special: list[str], split_digits: bool, **tokens: str) -> PreTrai
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(_corpus(texts), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **tokens)
 
 
@@ -113,13 +119,21 @@ def _boost_digits(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) ->
 
 
 def build_qwen25vl(
-    folder: Path, seed: int = 0, pixels: tuple[int, int] = (28 * 28, 28 * 28 * 16)
+    folder: Path,
+    seed: int = 0,
+    pixels: tuple[int, int] = (28 * 28, 28 * 28 * 16),
+    texts: Sequence[str] = (),
 ) -> Path:
     """A ~30k-parameter Qwen2.5-VL with processor, saved to ``folder``; the image processor
     resizes images to between ``pixels`` (min, max) pixels: 1 to 16 image tokens by default,
-    (3136, 12845056), Qwen2.5-VL-7B-Instruct's own limits, for up to 16384."""
+    (3136, 12845056), Qwen2.5-VL-7B-Instruct's own limits, for up to 16384. ``texts`` join the
+    tokenizer's training corpus (see the module's docstring)."""
     tokenizer = _tokenizer(
-        QWEN_SPECIAL, split_digits=True, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+        QWEN_SPECIAL,
+        split_digits=True,
+        texts=texts,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     processor = Qwen2_5_VLProcessor(
@@ -178,11 +192,12 @@ def build_qwen25vl(
     return _save(model, processor, tokenizer, folder)
 
 
-def build_idefics3(folder: Path, seed: int = 0) -> Path:
+def build_idefics3(folder: Path, seed: int = 0, texts: Sequence[str] = ()) -> Path:
     """A tiny Idefics3 (SmolVLM architecture) with processor, saved to ``folder``."""
     tokenizer = _tokenizer(
         IDEFICS_SPECIAL,
         split_digits=False,
+        texts=texts,
         bos_token="<|im_start|>",
         eos_token="<end_of_utterance>",
         pad_token="<|endoftext|>",

@@ -70,10 +70,18 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="fail if run_datasets is stale")
-    mode.add_argument("--write", action="store_true", help="rewrite run_datasets from runs")
-    mode.add_argument("--enable", metavar="NAME", help="enable a run and rewrite run_datasets")
-    mode.add_argument("--disable", metavar="NAME", help="disable a run and rewrite run_datasets")
+    mode.add_argument(
+        "--check", action="store_true", help="fail if run_datasets or run_comparisons is stale"
+    )
+    mode.add_argument(
+        "--write", action="store_true", help="rewrite run_datasets and run_comparisons from runs"
+    )
+    mode.add_argument(
+        "--enable", metavar="NAME", help="enable a run and rewrite the generated lists"
+    )
+    mode.add_argument(
+        "--disable", metavar="NAME", help="disable a run and rewrite the generated lists"
+    )
 
 
 def _profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,6 +174,18 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "dogiqa.evaluate", "SRCC/PLCC/KRCC of predictions against MOS", _per_run, _run_dataset
     ),
+    "compare": Command(
+        "dogiqa.compare",
+        "compare or rank images with an MLLM (seed 003's double and multiple stimulus)",
+        _per_run,
+        _run_dataset,
+    ),
+    "rank": Command(
+        "dogiqa.rank",
+        "scores from the comparisons (Thurstone, Bradley-Terry), evaluated against MOS",
+        _per_run,
+        _run_dataset,
+    ),
     "select": Command(
         "dogiqa.selection",
         "uniform and difficult sample selection, compared with seed 003's released lists",
@@ -182,7 +202,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "runs": Command(
         "dogiqa.runs",
-        "list the runs; --enable/--disable NAME or --write rewrite run_datasets",
+        "list the runs; --enable/--disable NAME or --write rewrite run_datasets, run_comparisons",
         lambda m, a, p: m.main(
             a.params_file, p, check=a.check, write=a.write, enable=a.enable, disable=a.disable
         ),

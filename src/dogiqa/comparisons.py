@@ -77,6 +77,22 @@ def random_lists(
     return np.array([rng.choice(n_items, size=list_size, replace=False) for _ in range(n_lists)])
 
 
+def per_item_lists(
+    n_items: int, list_size: int, per_item: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Each image leads ``per_item`` lists of ``list_size`` distinct images, the others drawn at
+    random (M * per_item lists), as the authors' ``create_nr_groups`` draws its lists."""
+    _check_items(n_items, list_size)
+    if list_size < 2:
+        raise DogIQAError(f"a list needs at least 2 images, got {list_size}")
+    rows = []
+    for item in range(n_items):
+        others = np.delete(np.arange(n_items), item)
+        for _ in range(per_item):
+            rows.append([item, *rng.choice(others, size=list_size - 1, replace=False)])
+    return np.array(rows, dtype=int).reshape(-1, list_size)
+
+
 def ranking_to_pairs(ranked: np.ndarray) -> np.ndarray:
     """A ranking (best first) as its C(L, 2) pairs, the better image first (outcome 1)."""
     ranked = np.asarray(ranked, dtype=int)

@@ -27,11 +27,13 @@ REGIONS = DATA / "regions"
 SCORES = DATA / "scores"
 PREDICTIONS = DATA / "predictions"
 SELECTIONS = DATA / "selections"
+COMPARISONS = DATA / "comparisons"
 CACHE = DATA / "cache"
 REPORTS = Path("reports")
 TABLES = REPORTS / "tables"
 FIGURES = REPORTS / "figures"
 METRICS = REPORTS / "metrics"
+COMPARISON_METRICS = REPORTS / "comparisons"
 PLOTS = REPORTS / "plots"
 BENCH = REPORTS / "bench"
 NOTEBOOKS = Path("notebooks")
@@ -47,7 +49,9 @@ STAGE_DIRS = {
     "scores": SCORES,
     "predictions": PREDICTIONS,
     "selections": SELECTIONS,
+    "comparisons": COMPARISONS,
     "metrics": METRICS,
+    "comparison_metrics": COMPARISON_METRICS,
     "plots": PLOTS,
 }
 """Per-dataset outputs: the stage table (or report) kind -> its folder."""
@@ -133,6 +137,23 @@ def headline_file(dataset: str, base: Path | None = None, *, run: str = DEFAULT_
 
 def plot_file(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
     return stage_file("plots", dataset, ".csv", base, run=run)
+
+
+def comparisons_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    """The compare stage's table (``data/comparisons/<run>/<ds>.csv``)."""
+    return stage_file("comparisons", dataset, base=base, run=run)
+
+
+def comparison_predictions(
+    dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN
+) -> Path:
+    """The rank stage's predictions (``data/comparisons/<run>/<ds>.predictions.csv``)."""
+    return stage_file("comparisons", dataset, ".predictions.csv", base, run=run)
+
+
+def comparison_metrics(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
+    """The rank stage's metrics (``reports/comparisons/<run>/<ds>.json``)."""
+    return stage_file("comparison_metrics", dataset, ".json", base, run=run)
 
 
 def raw_dir(dataset: str, base: Path | None = None) -> Path:

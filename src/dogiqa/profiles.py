@@ -25,6 +25,8 @@ STAGE_MODULES = (
     "evaluate",
     "segment_stats",
     "selection",
+    "compare",
+    "rank",
     "report",
     "site",
 )

@@ -4,6 +4,8 @@ Each prompt has an id ``<style>_<standard>_k<K>``: style ``paper`` (seed 000, se
 ``authors`` (the authors' coded prompt), standard ``number``, ``word`` or ``sentence`` (K = 7
 only), K in {3, 5, 7, 9}. ``render`` gives the plain texts; ``chat_messages`` the chat turns with
 the image as its own content part; ``render_chat`` the string a processor's chat template makes.
+The prompting systems of seed 003 (``dogiqa.systems``) build their conversations from these
+prompts with :func:`content_parts` and render them with :func:`render_messages`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class Prompt:
 def _data() -> dict[str, Any]:
     text = resources.files("dogiqa").joinpath("resources/prompts.yaml").read_text("utf-8")
     return yaml.safe_load(text)
+
+
+def resource_section(name: str) -> Any:
+    """A top-level section of ``resources/prompts.yaml`` (e.g. ``systems``)."""
+    return _data()[name]
 
 
 def _descriptions(standard: str, k: int) -> list[str] | None:
@@ -98,34 +105,49 @@ def render(prompt_id: str) -> tuple[str | None, str]:
     return prompt.system, prompt.user
 
 
+def content_parts(
+    text: str, marker: str, image_part: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """``text`` as chat content parts: each ``marker`` becomes ``image_part`` (default
+    ``{"type": "image"}``), the text around them text parts; empty text parts are dropped."""
+    image = image_part or IMAGE_PART
+    parts: list[dict[str, Any]] = []
+    for number, piece in enumerate(text.split(marker)):
+        if number:
+            parts.append(dict(image))
+        if piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
 def chat_messages(prompt: Prompt, image_part: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Chat turns in the content-parts format that chat templates and OpenAI servers read.
 
     The user text is split at the image marker; ``image_part`` (default ``{"type": "image"}``)
     is put in its place. Empty text parts are dropped.
     """
-    image = dict(image_part or IMAGE_PART)
-    before, marker, after = prompt.user.partition(prompt.image_marker)
-    if not marker:
+    if prompt.image_marker not in prompt.user:
         raise DogIQAError(f"prompt {prompt.id}: user text has no image marker")
-    parts = [{"type": "text", "text": before}, image, {"type": "text", "text": after}]
-    user = [p for p in parts if p.get("type") != "text" or p["text"]]
     messages: list[dict[str, Any]] = []
     if prompt.system:
         messages.append({"role": "system", "content": [{"type": "text", "text": prompt.system}]})
+    user = content_parts(prompt.user, prompt.image_marker, image_part)
     messages.append({"role": "user", "content": user})
     return messages
 
 
-def render_chat(processor: Any, prompt_id: str) -> str:
-    """The prompt through ``processor``'s chat template, ending with the generation prompt."""
-    messages = chat_messages(get(prompt_id))
+def render_messages(processor: Any, messages: list[dict[str, Any]], what: str) -> str:
+    """Chat turns through ``processor``'s chat template, ending with the generation prompt
+    (``what`` names them in the one-line error when the template fails)."""
     try:
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     except (ValueError, TypeError, KeyError) as exc:
-        raise DogIQAError(
-            f"prompt {prompt_id}: the processor's chat template failed ({exc})"
-        ) from None
+        raise DogIQAError(f"{what}: the processor's chat template failed ({exc})") from None
+
+
+def render_chat(processor: Any, prompt_id: str) -> str:
+    """The prompt through ``processor``'s chat template, ending with the generation prompt."""
+    return render_messages(processor, chat_messages(get(prompt_id)), f"prompt {prompt_id}")
 
 
 def level_words(k: int) -> list[str] | None:

@@ -10,6 +10,12 @@ DVC's ``foreach`` iterates over every entry of what it is given and cannot leave
 out, so dvc.yaml iterates over ``run_datasets``: one entry per enabled run and dataset, which this
 module writes from ``runs`` (``python -m dogiqa runs --write``, or ``--enable NAME``). Every stage
 that reads runs refuses a ``run_datasets`` that no longer matches them, naming the command.
+
+Seed 003's compare and rank stages run for the datasets a run lists in ``compare`` (some of its
+own; none when absent), with the systems its profile picks (``compare.system``):
+``run_comparisons``, written beside ``run_datasets`` by the same command and checked the same
+way, has one entry per enabled run and compared dataset, and is empty (so DVC makes neither
+stage) unless an enabled run compares.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from dogiqa.registry import DATASETS
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 """A run name: it names folders and, joined to a dataset by ``-``, DVC stages."""
 GENERATED = "run_datasets"
+COMPARED = "run_comparisons"
+"""The generated list of the compare and rank stages (one entry per run and compared dataset)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class Run:
     profile: str
     datasets: tuple[str, ...]
     enabled: bool
+    compare: tuple[str, ...] = ()
+    """The datasets (some of ``datasets``) whose images the compare and rank stages compare."""
 
     def stage_key(self, dataset: str) -> str:
         """The key of the run's stages for ``dataset`` in dvc.yaml (``segment@<key>``)."""
@@ -57,11 +67,19 @@ def _run(name: Any, entry: Any) -> Run:
         )
     if len(set(datasets)) != len(datasets):
         raise ParamError(f"{where}.datasets", f"lists a dataset twice: {datasets}")
+    compared = config.get_list(entry, where, "compare") if "compare" in entry else []
+    outside = [d for d in compared if d not in datasets]
+    if outside or len(set(compared)) != len(compared):
+        raise ParamError(
+            f"{where}.compare",
+            f"must list some of the run's datasets {datasets}, each once; got {compared}",
+        )
     return Run(
         name=name,
         profile=config.get_str(entry, where, "profile"),
         datasets=tuple(datasets),
         enabled=config.get_bool(entry, where, "enabled"),
+        compare=tuple(compared),
     )
 
 
@@ -85,6 +103,36 @@ def stage_items(runs: Mapping[str, Run]) -> dict[str, dict[str, str]]:
         if run.enabled
         for dataset in run.datasets
     }
+
+
+def comparison_items(runs: Mapping[str, Run]) -> dict[str, dict[str, str]]:
+    """``run_comparisons`` as it follows from ``runs``: per enabled run and dataset it compares,
+    its stage key -> run, dataset, profile (what the compare and rank stages use)."""
+    return {
+        run.stage_key(dataset): {"run": run.name, "dataset": dataset, "profile": run.profile}
+        for run in runs.values()
+        if run.enabled
+        for dataset in run.compare
+    }
+
+
+def stale_comparisons(params: Mapping[str, Any], found: Mapping[str, Run]) -> str | None:
+    """Why ``run_comparisons`` does not follow from the enabled runs' ``compare`` lists, and the
+    command that mends it (None when it is current; absent counts as empty)."""
+    expected = comparison_items(found)
+    listed = params.get(COMPARED)
+    listed = {} if listed is None else listed
+    if listed == expected:
+        return None
+    differ = [
+        str(k) for k in dict.fromkeys([*expected, *listed]) if expected.get(k) != listed.get(k)
+    ]
+    return (
+        f"differs from the enabled runs' compare lists in {', '.join(differ)}: DVC takes the "
+        f"compare and rank stages from {COMPARED}, which `dvc exp run -S runs...` does not "
+        f"rewrite; run `python -m dogiqa runs --write` first (it writes {COMPARED}), then "
+        "`dvc repro` or `dvc exp run`"
+    )
 
 
 def stale(params: Mapping[str, Any], found: Mapping[str, Run]) -> str | None:
@@ -128,11 +176,14 @@ def stale(params: Mapping[str, Any], found: Mapping[str, Run]) -> str | None:
 
 
 def validate_params(params: Mapping[str, Any]) -> dict[str, Run]:
-    """Every run, checked, and ``run_datasets`` checked against them."""
+    """Every run, checked, and ``run_datasets`` and ``run_comparisons`` checked against them."""
     found = declared(params)
     reason = stale(params, found)
     if reason:
         raise ParamError(GENERATED, reason)
+    reason = stale_comparisons(params, found)
+    if reason:
+        raise ParamError(COMPARED, reason)
     return found
 
 
@@ -201,8 +252,8 @@ def _null_representer() -> Any:
 
 
 def write(path: Path, enable: str | None = None, disable: str | None = None) -> dict[str, Run]:
-    """Switch a run on or off (optional) and rewrite ``run_datasets`` in the params file at
-    ``path``, keeping its comments; return the runs."""
+    """Switch a run on or off (optional) and rewrite ``run_datasets`` and ``run_comparisons`` in
+    the params file at ``path``, keeping its comments; return the runs."""
     from ruamel.yaml import YAML
 
     yaml_rt = YAML()
@@ -219,6 +270,7 @@ def write(path: Path, enable: str | None = None, disable: str | None = None) -> 
         section[name]["enabled"] = value
     found = declared(document)
     document[GENERATED] = _flow(stage_items(found))
+    document[COMPARED] = _flow(comparison_items(found))
     with path.open("w", encoding="utf-8") as handle:
         yaml_rt.dump(document, handle)
     return found
@@ -231,23 +283,24 @@ def describe(found: Mapping[str, Run]) -> list[str]:
         metrics = paths.show(paths.metrics_file("<ds>", run=run.name))
         lines.append(
             f"{run.name}: profile {run.profile}, {state}, datasets {', '.join(run.datasets)}"
-            f" -> {metrics}"
+            f"{', compares ' + ', '.join(run.compare) if run.compare else ''} -> {metrics}"
         )
     return lines
 
 
 def main(path: Path, params: Mapping[str, Any], **switches: Any) -> int:
     """The ``runs`` command: list the runs; ``write``/``enable``/``disable`` rewrite
-    ``run_datasets``; ``check`` fails when it is stale."""
+    ``run_datasets`` and ``run_comparisons``; ``check`` fails when one is stale."""
     if switches.get("write") or switches.get("enable") or switches.get("disable"):
         found = write(path, switches.get("enable"), switches.get("disable"))
-        print(f"{paths.show(path)}: {GENERATED} written for the enabled runs")
+        print(f"{paths.show(path)}: {GENERATED} and {COMPARED} written for the enabled runs")
     else:
         found = declared(params)
-        reason = stale(params, found)
-        if reason:
-            print(f"{paths.show(path)}: {GENERATED} is stale: {reason}")
-            if switches.get("check"):
-                return 1
+        reasons = {GENERATED: stale(params, found), COMPARED: stale_comparisons(params, found)}
+        for key, reason in reasons.items():
+            if reason:
+                print(f"{paths.show(path)}: {key} is stale: {reason}")
+        if switches.get("check") and any(reasons.values()):
+            return 1
     print("\n".join(describe(found)))
     return 0

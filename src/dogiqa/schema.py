@@ -94,6 +94,30 @@ PREDICTIONS = Table(
     text=("image", "variant"),
 )
 
+COMPARISONS = Table(
+    "comparisons table",
+    "compare",
+    (
+        "trial",
+        "first",
+        "second",
+        "p_first",
+        "p_second",
+        "p_same",
+        "outcome",
+        "expected",
+        "answer",
+        "raw",
+        "fallback",
+        "answer_mass",
+        "answers_found",
+        "error",
+    ),
+    text=("first", "second", "answer", "raw", "error"),
+)
+"""Seed 003's comparisons of a dataset's images by an MLLM: one row per compared pair (a ranked
+list gives its C(L, 2) pairs), in trial order (docs/data_contracts.md)."""
+
 SELECTIONS = Table(
     "selections table",
     "select",

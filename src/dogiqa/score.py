@@ -6,6 +6,11 @@ mask or whole), measures them with each scorer of the configured backend (``dogi
 and writes ``data/scores/<run>/<ds>.csv`` (see docs/data_contracts.md) and its summary (images,
 regions scored, scorer calls, fallbacks, skipped images with their reasons).
 
+An MLLM backend asks a single-stimulus prompting system (``score.system``, ``dogiqa.systems``):
+Dog-IQA's prompt as it is (``single_standard``), with in-context exemplars drawn from the
+dataset's images outside the run's sample, or chain-of-thought; the scores table names the
+prompt and, for the latter two, the system (``paper_word_k7+single_cot``).
+
 A backend may run several scorers (``score.classical.scorer`` lists metrics): each region then
 gets one row per scorer (``prompt_id`` = the scorer's id) in the listed order, from one pass over
 the images. With a shard (``dogiqa.sharding``) only that shard's images are scored, into the
@@ -13,8 +18,9 @@ shard's own outputs.
 
 Images flow through the scorers as a stream in table order (``dogiqa.scoring.measure_stream``):
 a backend may work across images (the ``openai`` backend keeps its requests in flight across
-them, the ``hf`` backend batches crops of similar sizes from several images), and every image's
-result comes back, and is cached, in table order. Every image of the run passes every scorer
+them, the ``hf`` backend batches requests of similar token counts from several images; either
+way one request per crop, as the prompting system builds it), and every image's result comes
+back, and is cached, in table order. Every image of the run passes every scorer
 that any image needs, those it need not measure with no crops, so that a scorer grouping images
 groups them as an uninterrupted run does.
 
@@ -40,8 +46,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from dogiqa import cache, config, crops, io, paths, prompts, schema, sharding
-from dogiqa.errors import DogIQAError, ImageError
+from dogiqa import cache, config, crops, io, paths, prompts, schema, sharding, systems
+from dogiqa.errors import DogIQAError, ImageError, ParamError
 from dogiqa.images import load_rgb
 from dogiqa.scoring import (
     BACKENDS,
@@ -51,6 +57,7 @@ from dogiqa.scoring import (
     check_section,
     measure_stream,
 )
+from dogiqa.scoring.base import POOL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,8 @@ class ScoreParams:
     crop: str
     readout: str | None
     """``score.readout``; None for a backend without readouts (classical)."""
+    system: str
+    """``score.system``: the prompting system (``single_standard`` for classical scorers)."""
     units: tuple[ScorerUnit, ...]
     """The scorers, main one first; their ids are the scores table's ``prompt_id`` values."""
     shards: int
@@ -90,18 +99,29 @@ class ScoreParams:
         }
 
 
-def validate_params(params: Mapping[str, Any]) -> ScoreParams:
-    """Check the ``score`` section; raise ParamError naming the first bad param."""
+def validate_params(params: Mapping[str, Any], dataset: str | None = None) -> ScoreParams:
+    """Check the ``score`` section; raise ParamError naming the first bad param. With
+    ``dataset``, an in-context system's exemplars are drawn from its labels table (the images
+    outside the run's ``sample``)."""
     section = config.section(params, "score")
     backend = config.get_choice(section, "score", "backend", BACKENDS)
     k = config.check_levels("score.K", config.get(section, "score", "K"))
     crop = config.get_choice(section, "score", "crop", crops.CROP_MODES)
     readout = config.get_choice(section, "score", "readout", READOUTS)
     config.get_choice(section, "score", "prompt", prompts.prompt_ids())
+    system = config.get_choice(section, "score", "system", systems.system_ids())
+    config.get_int(section, "score", "exemplars", minimum=1)
+    config.get_int(section, "score", "exemplar_seed", minimum=0)
     shards = sharding.shard_count(section)
     chosen = check_section(section)
-    units = tuple(chosen.units(section))
-    return ScoreParams(backend, k, crop, readout if chosen.readout else None, units, shards)
+    if not chosen.readout and system != systems.PLAIN:  # a classical metric has no prompt
+        raise ParamError("score.system", f"{system} prompts an MLLM; backend {backend} has none")
+    in_context = systems.get(system, "score.system").strategy == "in_context"
+    # Only an in-context system reads the run's sample (its exemplars lie outside it).
+    pool = systems.Pool(dataset, schema.sample_params(params)) if in_context and dataset else None
+    units = tuple(chosen.units({**section, POOL_KEY: pool}))
+    readout = readout if chosen.readout else None
+    return ScoreParams(backend, k, crop, readout, system, units, shards)
 
 
 def read_regions(dataset: str, run_name: str = paths.DEFAULT_RUN) -> pd.DataFrame:
@@ -309,8 +329,9 @@ def _table(
 
 
 def settings_summary(settings: ScoreParams) -> dict[str, Any]:
-    """The summary's description of the scoring settings."""
-    return {
+    """The summary's description of the scoring settings (the prompting system for an MLLM
+    backend; a classical scorer has none)."""
+    described = {
         "backend": settings.backend,
         "prompt_id": settings.prompt_id,
         "prompt_ids": list(settings.prompt_ids),
@@ -318,6 +339,7 @@ def settings_summary(settings: ScoreParams) -> dict[str, Any]:
         "crop": settings.crop,
         "readout": settings.readout,
     }
+    return described if settings.readout is None else {**described, "system": settings.system}
 
 
 def summarise(
@@ -353,7 +375,7 @@ def run(
 ) -> pd.DataFrame:
     """Score the dataset's regions (or one shard's) of a run; write the scores table and its
     summary (the shard's own outputs for a shard) in the run's folders; return the table."""
-    settings = validate_params(params)
+    settings = validate_params(params, dataset)
     chosen = None if shard is None else sharding.parse(str(shard), settings.shards)
     regions = read_regions(dataset, run_name)
     if chosen is not None:

@@ -13,19 +13,27 @@ themselves (they depend on K and the prompt); for a classical metric it is the r
 which depends on neither, so an ablation over K maps cached values again instead of rescoring.
 
 What the MLLM backends share lives here too: :func:`prepare_crop` brings every crop within the
-limits of every model's processor before any processor sees it, :func:`find_level_token_ids`
-finds the level tokens from a tokenizer's encode/decode, and :class:`CropErrors` turns an error
-raised for one crop into a flagged fallback while an error that means the setup is wrong (out of
-memory, missing files, wrong environment) stops the stage with one line.
+limits of every model's processor before any processor sees it, :func:`find_option_token_ids`
+finds the answer tokens (the levels, or a prompting system's answer words) from a tokenizer's
+encode/decode, and :class:`CropErrors` turns an error raised for one crop into a flagged fallback
+while an error that means the setup is wrong (out of memory, missing files, wrong environment)
+stops the stage with one line.
+
+The seam between a prompting system and a backend is a request and its :class:`Reply`: the
+system (``dogiqa.systems``) builds one chat request per item (a crop, a pair, a list of images),
+the backend runs the requests (batched, or concurrently against servers) and returns, per
+request, the logits of the system's answer tokens from one forward pass, or the generated text;
+the system reads the reply (levels, comparison, ranking).
 
 Scheduling: the score stage hands a scorer the crops of many images at once as a stream of jobs
 (:func:`measure_stream`: one job per image, results back in the jobs' order), so that a backend
 can work across images: the ``openai`` backend keeps its requests in flight across images
-(:func:`in_flight`), the ``hf`` backend batches crops of similar token counts from several
-images. A scorer without a stream of its own measures job by job.
+(:func:`in_flight`), the ``hf`` backend batches requests of similar token counts from several
+images. A scorer without a stream of its own measures job by job. The compare stage's requests
+(pairs, lists) go through the same machinery.
 
 Cached MLLM scores are keyed by :func:`backend_code_version`: the source of the backend's module
-and of every module of the package it imports, this one included.
+and of every module of the package it imports, this one and the prompting systems' included.
 """
 
 from __future__ import annotations
@@ -69,6 +77,45 @@ READOUTS = ("logits", "generate")
 # models/qwen2_vl/image_processing_qwen2_vl.py) and vLLM answers such a request with HTTP 400;
 # crops are padded to at most 50, well inside that, for every MLLM backend.
 MAX_ASPECT = 50.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a model answered to one request, before the prompting system reads it."""
+
+    logits: tuple[float, ...] | None = None
+    """``logits`` readout: per answer option (its more probable spelling), the fp32 logit (hf) or
+    log-probability (openai; -inf where not among the returned ones); None for ``generate``."""
+    log_norm: float | None = None
+    """The log-normaliser of those logits over the whole vocabulary (0 for log-probabilities)."""
+    text: str = ""
+    """``generate`` readout: the generated text."""
+    error: str = ""
+    """One line when the model, processor or server failed for this request."""
+
+    @classmethod
+    def failed(cls, error: str) -> Reply:
+        return cls(error=error)
+
+    def to_json(self) -> dict[str, Any]:
+        logits = None if self.logits is None else [_json_float(v) for v in self.logits]
+        return {"logits": logits, "log_norm": self.log_norm, "text": self.text, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reply:
+        logits = data.get("logits")
+        norm = data.get("log_norm")
+        return cls(
+            None if logits is None else tuple(float(v) for v in logits),
+            None if norm is None else float(norm),
+            str(data.get("text", "")),
+            str(data.get("error", "")),
+        )
+
+
+def _json_float(value: float) -> float | str:
+    """A logit for a JSON line (strict JSON has no infinity: -inf is written as a string)."""
+    return value if math.isfinite(value) else str(value)
 
 
 @dataclass(frozen=True)
@@ -231,34 +278,46 @@ def prepare_crop(image: Image.Image, min_side: int = 1, max_pixels: int = 0) -> 
     return resize_crop(crops.pad_to_aspect(image.convert("RGB"), MAX_ASPECT), min_side, max_pixels)
 
 
+def find_option_token_ids(
+    options: Sequence[str],
+    encode: Callable[[str], list[int]],
+    decode: Callable[[int], str],
+    lookup: Callable[[str], int | None] | None = None,
+    what: str = "answer",
+) -> list[list[int]]:
+    """Single-token spellings of each answer option (a level digit, or an answer word such as
+    "A" or "same"): the bare text, and the text with a leading space where the vocabulary has one
+    token for it, found from how the tokenizer encodes the text alone and after a word, with and
+    without a space (``encode`` without special tokens; ``decode`` of one token id; ``lookup``,
+    where given, the vocabulary entry of the text). A token counts when it decodes to the text,
+    spaces aside."""
+    found_ids: list[list[int]] = []
+    for option in options:
+        found: list[int] = []
+        candidates = [lookup(option)] if lookup is not None else []
+        for text in (option, " " + option, "x" + option, "x " + option):
+            encoded = encode(text)
+            candidates.append(encoded[-1] if encoded else None)
+        for token in candidates:
+            if token is None or token in found:
+                continue
+            if decode(token).strip() == option:
+                found.append(int(token))
+        if not found:
+            raise DogIQAError(f"the model's tokenizer has no single token for {what} {option}")
+        found_ids.append(found)
+    return found_ids
+
+
 def find_level_token_ids(
     k: int,
     encode: Callable[[str], list[int]],
     decode: Callable[[int], str],
     lookup: Callable[[str], int | None] | None = None,
 ) -> list[list[int]]:
-    """Single-token spellings of each level 1..K: the bare digit, and the digit with a leading
-    space where the vocabulary has one token for it, found from how the tokenizer encodes the
-    digit alone and after a word, with and without a space (``encode`` without special tokens;
-    ``decode`` of one token id; ``lookup``, where given, the vocabulary entry of the digit).
-    A token counts when it decodes to the digit, spaces aside."""
-    levels: list[list[int]] = []
-    for level in range(1, k + 1):
-        digit = str(level)
-        found: list[int] = []
-        candidates = [lookup(digit)] if lookup is not None else []
-        for text in (digit, " " + digit, "x" + digit, "x " + digit):
-            encoded = encode(text)
-            candidates.append(encoded[-1] if encoded else None)
-        for token in candidates:
-            if token is None or token in found:
-                continue
-            if decode(token).strip() == digit:
-                found.append(int(token))
-        if not found:
-            raise DogIQAError(f"the model's tokenizer has no single token for level {digit}")
-        levels.append(found)
-    return levels
+    """Single-token spellings of each level 1..K (:func:`find_option_token_ids` of the digits)."""
+    levels = [str(level) for level in range(1, k + 1)]
+    return find_option_token_ids(levels, encode, decode, lookup, what="level")
 
 
 def first_line(exc: BaseException) -> str:
@@ -291,19 +350,27 @@ class CropErrors:
     that raises an error of one crop, scores each crop alone and flags the failing ones as
     fallbacks carrying the error. Setup errors stop the stage with one DogIQAError line, and so
     does a run whose first ``limit`` crops all fail (a broken setup that raises ordinary
-    errors)."""
+    errors). The items may be any requests; ``flagged`` makes the result of a failed one from
+    its error line (default: the level scores of a flagged fallback, K levels)."""
 
-    def __init__(self, k: int, what: str, limit: int = 8) -> None:
+    def __init__(
+        self,
+        k: int,
+        what: str,
+        limit: int = 8,
+        flagged: Callable[[str], Any] | None = None,
+        item: str = "crop",
+    ) -> None:
         self.k = k
         self.what = what
         self.limit = limit
+        self.flagged = flagged or (lambda line: error_scores(k, line))
+        self.item = item
         self.errors = 0
         self.successes = 0
         self._lock = threading.Lock()  # the openai backend scores crops in threads
 
-    def call(
-        self, fn: Callable[[list[Item]], list[LevelScores]], batch: list[Item]
-    ) -> list[LevelScores]:
+    def call(self, fn: Callable[[list[Any]], list[Any]], batch: list[Any]) -> list[Any]:
         try:
             out = fn(batch)
         except Exception as exc:  # classified right here: setup error or this crop's
@@ -320,18 +387,18 @@ class CropErrors:
         if problem is not None:
             raise DogIQAError(f"{self.what}: {problem}") from None
 
-    def _flag(self, exc: BaseException) -> LevelScores:
+    def _flag(self, exc: BaseException) -> Any:
         line = first_line(exc)
         with self._lock:
             self.errors += 1
             hopeless = self.successes == 0 and self.errors >= self.limit
         if hopeless:
             raise DogIQAError(
-                f"{self.what}: the first {self.errors} crops all failed, so the setup is wrong "
-                f"rather than the crops (last: {line})"
+                f"{self.what}: the first {self.errors} {self.item}s all failed, so the setup is "
+                f"wrong rather than the {self.item}s (last: {line})"
             ) from None
-        log.warning("%s: a crop failed and scores as a flagged fallback: %s", self.what, line)
-        return error_scores(self.k, line)
+        log.warning("%s: a %s failed and is a flagged fallback: %s", self.what, self.item, line)
+        return self.flagged(line)
 
 
 class Scorer(Protocol):
@@ -453,6 +520,12 @@ class ScorerBackend:
     """The scorers the ``score`` section asks for (subsection checked), main one first."""
     readout: bool = True
     """Whether ``score.readout`` applies (MLLM readouts)."""
+    ask: Callable[[Mapping[str, Any], Any, str], Any] | None = None
+    """MLLM backends: (the ``score`` section, a ``dogiqa.systems.Task``, the readout) -> the
+    model asking that task (``requests``, ``replies``): the compare stage's way to a model."""
+    ask_settings: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    """MLLM backends: the settings of ``score.<backend>`` that shape the answers (JSON-able, as
+    the score stage's fingerprint records them), from the ``score`` section."""
 
 
 def backend(name: str) -> ScorerBackend:
@@ -491,10 +564,11 @@ locations, error types): a change there keeps cached scores."""
 @functools.cache
 def backend_code_files(module: str) -> tuple[Path, ...]:
     """The source files that shape a backend's scores: its module and every module of the
-    package it imports, transitively (this one, the crop preparation, the prompts' code, ...),
-    found as dvc.yaml's code deps are (:mod:`dogiqa.dvcdeps`), following imports only (not
-    the backend registry's names of the other backends) and without :data:`BOOKKEEPING_MODULES`.
-    The prompt's own text is a setting of its own, so the prompts file is not among them."""
+    package it imports, transitively (this one, the crop preparation, the prompts' code, the
+    prompting systems' requests and readers in ``dogiqa.systems``, ...), found as dvc.yaml's code
+    deps are (:mod:`dogiqa.dvcdeps`), following imports only (not the backend registry's names
+    of the other backends) and without :data:`BOOKKEEPING_MODULES`. The prompt's and the
+    system's own texts are settings of their own, so the prompts file is not among them."""
     from dogiqa import dvcdeps
 
     modules = dvcdeps.closure([module], within="dogiqa", names=False, skip=BOOKKEEPING_MODULES)
@@ -506,19 +580,30 @@ def backend_code_version(module: str) -> str:
     return files_version(backend_code_files(module))
 
 
+POOL_KEY = "exemplar_pool"
+"""Not a param: the score stage adds a ``dogiqa.systems.Pool`` (the dataset it scores, the run's
+sample) to the ``score`` section it hands to the backend, so that an in-context system draws its
+exemplars from that dataset's images outside the sample."""
+
+
 def prompt_unit(
     section: Mapping[str, Any],
     name: str,
     neutral: Sequence[str],
-    build: Callable[[Mapping[str, Any]], Scorer],
+    build: Callable[[Mapping[str, Any], Any], Scorer],
     code: str,
     resolve: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
 ) -> list[ScorerUnit]:
     """The one scorer of an MLLM backend ``name``: its scores depend on K, the prompt's text, the
     readout, the backend's ``code`` version and every setting of ``score.<name>`` except the
     ``neutral`` ones (throughput, endpoints, credentials), as ``resolve`` gives them (a backend
-    resolves a setting such as ``auto`` to the value it runs with)."""
+    resolves a setting such as ``auto`` to the value it runs with), and on the prompting system
+    (``score.system``: its texts and exemplars) where that is not Dog-IQA's prompt as it is.
+    ``build(section, task)`` makes the scorer of the system's task."""
+    from dogiqa import systems
+
     prompt = check_prompt_levels(section)
+    task = systems.score_task(section, section.get(POOL_KEY))
     sub = resolve(subsection(section, name))
     settings = {
         "K": int(section["K"]),
@@ -527,4 +612,6 @@ def prompt_unit(
         "code": code,
         name: {k: v for k, v in sub.items() if k not in neutral},
     }
-    return [ScorerUnit(prompt.id, settings, lambda: build(section), LevelScores.from_json)]
+    if not task.plain:  # Dog-IQA's prompt as it is: the settings it always had
+        settings["system"] = task.settings()
+    return [ScorerUnit(task.id, settings, lambda: build(section, task), LevelScores.from_json)]

@@ -16,25 +16,35 @@ bf16 that output has a step of 0.125 at typical magnitudes (24.03 and 23.95 both
 which would make ties common. The full (model-dtype) logits give only the normaliser of
 ``level_mass``, the next-token probability on the levels.
 
-Batches: the score stage hands the scorer its images in table order; the crops of
-``lookahead`` consecutive images are sorted by their number of image tokens (as the processor
+Batches: the score stage hands the scorer its images in table order; the requests of the crops
+of ``lookahead`` consecutive images are sorted by their number of image tokens (as the processor
 counts them) and cut into batches of ``batch_size``, largest first, so that the ~1280-token whole
 images are batched together and the small region crops together, instead of every batch being
 padded to its image's whole-image length. Windows are counted from the first image of the run
 (cached images included) and a window's images are cached together once it is scored, so a
 killed and resumed run batches as an uninterrupted one; ``lookahead: 1``
 keeps batches within one image (an image's scores then depend on nothing else in the run, e.g.
-its shard), since a crop's batch neighbours change its bf16 logits in their last digits.
+its shard), since a crop's batch neighbours change its bf16 logits in their last digits. The
+compare stage's requests (pairs, lists) are batched by token count alike, within each chunk of
+trials it asks.
 
 Weights load in fp32 on CPU and in bf16 on CUDA, or in fp32 where the GPU has no bf16 (V100,
 T4: Qwen2-family models overflow in fp16), unless ``dtype`` says otherwise, straight onto the
 device (``device_map``: no full copy in CPU memory first). The paper's
 mPLUG-Owl3 has its own remote code and processor API; it goes through :class:`MPlugOwl3Adapter`
-(one crop per call), in the environment its code was written for (``make venv-paper``).
+(one request per call), in the environment its code was written for (``make venv-paper``).
 
 Crops pass :func:`dogiqa.scoring.prepare_crop` first (aspect ratio, size); an error raised for
 one crop makes it a flagged fallback, an error that means the setup is wrong stops the stage
 (:class:`dogiqa.scoring.CropErrors`).
+
+What is asked is a prompting system's task (``dogiqa.systems``): per item a chat request (its
+turns and images), rendered by the processor's chat template (one image placeholder per image
+part; the processor matches the images to them in order). The adapters run batches of requests;
+:class:`HFScorer` builds the requests (``requests``), runs them (``replies``: the option logits
+of one forward pass, or the generated text) and lets the task read them. The score stage asks it
+for the crops of its stream of images (``score_stream``), the compare stage for pairs and lists
+of images (``replies``).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import functools
 import importlib.util
 import inspect
 import itertools
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,22 +64,19 @@ import lazy_loader
 import numpy as np
 from PIL import Image
 
-from dogiqa import config, prompts
+from dogiqa import config, prompts, systems
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
     CropErrors,
     Job,
     LevelScorer,
     LevelScores,
+    Reply,
     ScorerBackend,
     T,
     backend_code_version,
-    fallback_scores,
-    find_level_token_ids,
+    find_option_token_ids,
     first_line,
-    from_logits,
-    one_hot,
-    parse_level,
     prepare_crop,
     prompt_unit,
 )
@@ -159,20 +167,28 @@ def dtype_keyword(version: str | None = None) -> str:
     return "dtype" if Version(installed) >= Version("4.56") else "torch_dtype"
 
 
-def level_token_ids(tokenizer: Any, k: int) -> list[list[int]]:
-    """Single-token spellings of each level 1..K in ``tokenizer``'s vocabulary (see
-    :func:`dogiqa.scoring.find_level_token_ids`)."""
+def option_token_ids(
+    tokenizer: Any, options: Sequence[str], what: str = "answer"
+) -> list[list[int]]:
+    """Single-token spellings of each answer option in ``tokenizer``'s vocabulary (see
+    :func:`dogiqa.scoring.base.find_option_token_ids`)."""
 
-    def lookup(digit: str) -> int | None:
-        token = tokenizer.convert_tokens_to_ids(digit)
+    def lookup(text: str) -> int | None:
+        token = tokenizer.convert_tokens_to_ids(text)
         return None if token == tokenizer.unk_token_id else token
 
-    return find_level_token_ids(
-        k,
+    return find_option_token_ids(
+        options,
         lambda text: tokenizer.encode(text, add_special_tokens=False),
         lambda token: tokenizer.decode([token]),
         lookup,
+        what,
     )
+
+
+def level_token_ids(tokenizer: Any, k: int) -> list[list[int]]:
+    """Single-token spellings of each level 1..K in ``tokenizer``'s vocabulary."""
+    return option_token_ids(tokenizer, [str(level) for level in range(1, k + 1)], "level")
 
 
 def output_head(model: Any) -> Any:
@@ -263,14 +279,14 @@ def pixel_count(crop: Image.Image) -> int:
 class AutoAdapter:
     """AutoProcessor + AutoModelForImageTextToText and the processor's chat template."""
 
-    def __init__(self, model: Any, processor: Any, prompt: prompts.Prompt) -> None:
+    def __init__(self, model: Any, processor: Any) -> None:
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # the last position of every row is the next token
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.text = prompts.render_chat(processor, prompt.id)
+        self._texts: dict[str, str] = {}  # a task's requests share their turns: render once
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         params = inspect.signature(model.forward).parameters
@@ -317,7 +333,6 @@ class AutoAdapter:
     def load(
         cls,
         resolved: ResolvedModel,
-        prompt: prompts.Prompt,
         dtype: torch.dtype,
         device: torch.device,
         local_files_only: bool,
@@ -330,28 +345,38 @@ class AutoAdapter:
             model = AutoModelForImageTextToText.from_pretrained(resolved.source, **kwargs["model"])
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise _load_error(resolved.source, exc) from None
-        return cls(model, processor, prompt)
+        return cls(model, processor)
 
-    def inputs(self, crops: Sequence[Image.Image]) -> Any:
+    def text(self, request: systems.Request) -> str:
+        """The request's turns through the chat template (one placeholder per image part)."""
+        key = json.dumps(request.messages, sort_keys=True)
+        if key not in self._texts:
+            self._texts[key] = prompts.render_messages(self.processor, request.messages, "prompt")
+        return self._texts[key]
+
+    def inputs(self, requests: Sequence[systems.Request]) -> Any:
+        """One batch: the rendered texts, and every request's images in order (the processor
+        gives the n-th image to the n-th placeholder)."""
+        images = [image for request in requests for image in request.images]
         batch = self.processor(
-            text=[self.text] * len(crops), images=list(crops), padding=True, return_tensors="pt"
+            text=[self.text(r) for r in requests], images=images, padding=True, return_tensors="pt"
         )
         return batch.to(self.device, self.dtype)
 
     @_inference_mode
     def level_logits(
-        self, crops: Sequence[Image.Image], ids: Sequence[int]
+        self, requests: Sequence[systems.Request], ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass: the fp32 logits of token ``ids`` at the next position of every
-        crop (n, len(ids)) and the log-normaliser over the vocabulary (n,)."""
+        request (n, len(ids)) and the log-normaliser over the vocabulary (n,)."""
         readout = self._readouts.setdefault(tuple(ids), LevelReadout(self.model, ids))
         with head_input(self.model) as hidden:
-            out = self.model(**self.inputs(crops), use_cache=False, **self._keep)
+            out = self.model(**self.inputs(requests), use_cache=False, **self._keep)
         return readout(out.logits[:, -1, :], hidden[-1][:, -1, :] if hidden else None)
 
     @_inference_mode
-    def generate(self, crops: Sequence[Image.Image], max_new_tokens: int = 1) -> list[str]:
-        batch = self.inputs(crops)
+    def generate(self, requests: Sequence[systems.Request], max_new_tokens: int = 1) -> list[str]:
+        batch = self.inputs(requests)
         out = self.model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
@@ -399,13 +424,15 @@ class MPlugOwl3Adapter:
     ``<|image|>`` becoming one marker per image slice, and asserts that the markers count the
     images: every call gets fresh messages. The forward pass gets ``use_cache=False`` (with the
     config's default, True, the remote code builds a DynamicCache through
-    ``from_legacy_cache``, and a single forward pass needs no cache)."""
+    ``from_legacy_cache``, and a single forward pass needs no cache). A request's image parts
+    become ``<|image|>`` markers in its turns' text, as this processor reads them."""
 
-    def __init__(self, model: Any, tokenizer: Any, prompt: prompts.Prompt) -> None:
+    MARKER = "<|image|>"
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.processor = model.init_processor(tokenizer)
-        self.prompt = prompt
         self.device = next(model.parameters()).device
         self._readouts: dict[tuple[int, ...], LevelReadout] = {}
 
@@ -437,7 +464,6 @@ class MPlugOwl3Adapter:
     def load(
         cls,
         resolved: ResolvedModel,
-        prompt: prompts.Prompt,
         dtype: torch.dtype,
         device: torch.device,
         local_files_only: bool,
@@ -451,36 +477,34 @@ class MPlugOwl3Adapter:
             model = AutoModel.from_pretrained(resolved.source, **kwargs["model"])
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise _load_error(resolved.source, exc) from None
-        return cls(model, tokenizer, prompt)
+        return cls(model, tokenizer)
 
     def image_tokens(self, crop: Image.Image) -> int:
-        """One crop per forward pass: nothing is padded, the pixel count orders crops."""
+        """One request per forward pass: nothing is padded, the pixel count orders crops."""
         return pixel_count(crop)
 
-    def messages(self) -> list[dict[str, str]]:
-        """A new message list (the processor edits the one it is given)."""
-        system = [{"role": "system", "content": self.prompt.system}] if self.prompt.system else []
-        return [
-            *system,
-            {"role": "user", "content": self.prompt.user},
-            {"role": "assistant", "content": ""},
-        ]
+    def messages(self, request: systems.Request) -> list[dict[str, str]]:
+        """A new message list (the processor edits the one it is given), ending with the empty
+        assistant turn of the model card."""
+        return [*request.marker_messages(self.MARKER), {"role": "assistant", "content": ""}]
 
-    def _inputs(self, crop: Image.Image) -> Any:
-        inputs = self.processor(self.messages(), images=[crop], videos=None).to(self.device)
+    def _inputs(self, request: systems.Request) -> Any:
+        messages = self.messages(request)
+        inputs = self.processor(messages, images=list(request.images), videos=None)
+        inputs = inputs.to(self.device)
         inputs.pop("image_sizes", None)  # returned by some processors, not taken by the model
         return inputs
 
     @_inference_mode
     def level_logits(
-        self, crops: Sequence[Image.Image], ids: Sequence[int]
+        self, requests: Sequence[systems.Request], ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`AutoAdapter.level_logits`, one forward pass per crop."""
+        """As :meth:`AutoAdapter.level_logits`, one forward pass per request."""
         readout = self._readouts.setdefault(tuple(ids), LevelReadout(self.model, ids))
         rows, norms = [], []
-        for crop in crops:
+        for request in requests:
             with head_input(self.model) as hidden:
-                out = self.model(**self._inputs(crop), use_cache=False)
+                out = self.model(**self._inputs(request), use_cache=False)
             levels, log_norm = readout(
                 out.logits[:, -1, :], hidden[-1][:, -1, :] if hidden else None
             )
@@ -489,25 +513,27 @@ class MPlugOwl3Adapter:
         return np.stack(rows), np.asarray(norms)
 
     @_inference_mode
-    def generate(self, crops: Sequence[Image.Image], max_new_tokens: int = 1) -> list[str]:
+    def generate(self, requests: Sequence[systems.Request], max_new_tokens: int = 1) -> list[str]:
         return [
             self.model.generate(
-                **self._inputs(c),
+                **self._inputs(r),
                 tokenizer=self.tokenizer,
                 max_new_tokens=max_new_tokens,
                 decode_text=True,
             )[0]
-            for c in crops
+            for r in requests
         ]
 
 
 class HFScorer(LevelScorer):
-    """Scores crops with an MLLM: level-token logits (one forward pass) or greedy generation."""
+    """Asks an MLLM a prompting system's task: level-token logits (one forward pass) or greedy
+    generation. ``task`` is a ``dogiqa.systems.Task`` (Dog-IQA's prompt alone stands for its
+    single-stimulus standard task)."""
 
     def __init__(
         self,
         adapter: AutoAdapter | MPlugOwl3Adapter,
-        prompt: prompts.Prompt,
+        task: systems.Task | prompts.Prompt,
         readout: str = "logits",
         batch_size: int = 8,
         max_pixels: int = 0,
@@ -515,24 +541,37 @@ class HFScorer(LevelScorer):
         lookahead: int = 1,
     ) -> None:
         self.adapter = adapter
-        self.prompt = prompt
-        self.K = prompt.K
-        self.name = prompt.id
+        self.task = systems.as_task(task)
+        self.prompt = self.task.prompt
+        self.K = len(self.task.options)
+        self.name = self.task.id
         self.readout = readout
         self.batch_size = batch_size
         self.lookahead = lookahead
         self.max_pixels = max_pixels
         self.min_side = min_side
-        self.level_ids = level_token_ids(adapter.tokenizer, self.K)
-        self.errors = CropErrors(self.K, f"score ({prompt.id})")
+        # the answer tokens a one-token readout reads (the levels, or A / B / same)
+        options = self.task.options if readout == "logits" else ()
+        what = "level" if self.prompt is not None else "answer"
+        self.level_ids = option_token_ids(adapter.tokenizer, options, what) if options else []
+        stage = "compare" if self.task.system.compares else "score"
+        item = "request" if self.task.system.compares else "crop"
+        self.errors = CropErrors(self.K, f"{stage} ({self.name})", flagged=Reply.failed, item=item)
+        self._exemplars: list[Image.Image] | None = None
 
     @classmethod
     def from_params(
         cls, section: Mapping[str, Any], prompt_id: str, k: int, readout: str
     ) -> HFScorer:
+        """Dog-IQA's prompt ``prompt_id`` (single-stimulus standard) with ``score.hf`` settings."""
         prompt = prompts.get(prompt_id)
         if k != prompt.K:
             raise ParamError("score.prompt", f"{prompt_id} has K={prompt.K} but score.K is {k}")
+        return cls.from_task(section, systems.as_task(prompt), readout)
+
+    @classmethod
+    def from_task(cls, section: Mapping[str, Any], task: systems.Task, readout: str) -> HFScorer:
+        """The model of ``score.hf`` (``section``) asking ``task``."""
         if not torch_installed():
             raise DogIQAError(
                 "score.backend hf needs torch and transformers, which this environment lacks: "
@@ -542,11 +581,11 @@ class HFScorer(LevelScorer):
         device = pick_device(section["device"])
         dtype = pick_dtype(section["dtype"], device, resolved.fp16_overflows)
         loader = adapter_class(resolved.loader)  # registered by model type (models.ADAPTERS)
-        log.info("score: loading %s (%s, %s)", resolved.source, device, dtype)
-        adapter = loader.load(resolved, prompt, dtype, device, section["local_files_only"])
+        log.info("%s: loading %s (%s, %s)", task.id, resolved.source, device, dtype)
+        adapter = loader.load(resolved, dtype, device, section["local_files_only"])
         return cls(
             adapter,
-            prompt,
+            task,
             readout,
             section["batch_size"],
             section["max_pixels"],
@@ -554,53 +593,73 @@ class HFScorer(LevelScorer):
             section.get("lookahead", 1),  # checked params always name it
         )
 
-    def level_logits(self, crops: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        """(n, K) level logits in fp32 (per level, the larger logit of its spellings) and the
+    # --- requests ------------------------------------------------------------------------------
+
+    def _prepare(self, crops: Sequence[Image.Image]) -> list[Image.Image]:
+        return [prepare_crop(c, self.min_side, self.max_pixels) for c in crops]
+
+    def requests(self, items: Sequence[Sequence[Image.Image]]) -> list[systems.Request]:
+        """One request per item (its stimuli: one crop, two or L images), every image prepared
+        (the exemplars' once)."""
+        if self._exemplars is None:
+            self._exemplars = self._prepare(self.task.exemplar_images())
+        return [self.task.request(self._prepare(item), self._exemplars) for item in items]
+
+    def request_tokens(self, request: systems.Request) -> int:
+        """The image tokens of a request (its text is its task's, alike for all requests)."""
+        return sum(self.adapter.image_tokens(image) for image in request.images)
+
+    def replies(self, requests: Sequence[systems.Request]) -> list[Reply]:
+        """The model's reply to every request, in their order, from batches of at most
+        ``batch_size`` requests of similar token counts (:func:`plan_batches`); a request the
+        model or processor refuses gets a reply carrying the error."""
+        tokens = [self.request_tokens(request) for request in requests]
+        out: list[Reply | None] = [None] * len(requests)
+        for batch in plan_batches(tokens, self.batch_size):
+            replies = self.errors.call(self._replies, [requests[i] for i in batch])
+            for i, reply in zip(batch, replies, strict=True):
+                out[i] = reply
+        return out  # type: ignore[return-value]  (every index is in one batch)
+
+    def _replies(self, batch: list[systems.Request]) -> list[Reply]:
+        if self.readout == "logits":
+            levels, log_norm = self.option_logits(batch)
+            return [
+                Reply(tuple(float(v) for v in row), float(z))
+                for row, z in zip(levels, log_norm, strict=True)
+            ]
+        texts = self.adapter.generate(batch, max_new_tokens=self.task.max_new_tokens)
+        return [Reply(text=text) for text in texts]
+
+    def option_logits(self, requests: Sequence[systems.Request]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, options) logits in fp32 (per option, the larger logit of its spellings) and the
         (n,) log-normalisers over the vocabulary."""
         flat = [token for ids in self.level_ids for token in ids]
-        logits, log_norm = self.adapter.level_logits(crops, flat)
+        logits, log_norm = self.adapter.level_logits(requests, flat)
         columns, start = [], 0
         for ids in self.level_ids:
             columns.append(logits[:, start : start + len(ids)].max(axis=1))
             start += len(ids)
         return np.stack(columns, axis=1), log_norm
 
-    def _prepare(self, crops: Sequence[Image.Image]) -> list[Image.Image]:
-        return [prepare_crop(c, self.min_side, self.max_pixels) for c in crops]
+    # --- single stimulus: crops ----------------------------------------------------------------
 
-    def _score_batch(self, crops: list[Image.Image]) -> list[LevelScores]:
-        if self.readout == "logits":
-            levels, log_norm = self.level_logits(crops)
-            return [from_logits(row, log_norm=z) for row, z in zip(levels, log_norm, strict=True)]
-        out = []
-        for text in self.adapter.generate(crops, max_new_tokens=1):
-            level = parse_level(text, self.K)
-            out.append(
-                fallback_scores(self.K, text) if level is None else one_hot(level, self.K, text)
-            )
-        return out
-
-    def run(self, prepared: Sequence[Image.Image]) -> list[LevelScores]:
-        """The scores of prepared crops, in their order, from batches of similar token counts
-        (:func:`plan_batches`)."""
-        tokens = [self.adapter.image_tokens(crop) for crop in prepared]
-        out: list[LevelScores | None] = [None] * len(prepared)
-        for batch in plan_batches(tokens, self.batch_size):
-            scores = self.errors.call(self._score_batch, [prepared[i] for i in batch])
-            for i, score in zip(batch, scores, strict=True):
-                out[i] = score
-        return out  # type: ignore[return-value]  (every index is in one batch)
+    def level_logits(self, crops: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K) level logits of crops in fp32 and the (n,) log-normalisers."""
+        return self.option_logits(self.requests([[crop] for crop in crops]))
 
     def score_stream(self, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[LevelScores]]]:
-        """Per image, in order: the crops of ``lookahead`` images at a time batched together."""
+        """Per image, in order: the requests of the crops of ``lookahead`` images at a time
+        batched together (:meth:`replies`)."""
         jobs = iter(jobs)
         while window := list(itertools.islice(jobs, self.lookahead)):
-            prepared = [self._prepare(crops) for _, crops in window]
-            flat = self.run([crop for crops in prepared for crop in crops])
+            asked = [self.requests([[crop] for crop in crops]) for _, crops in window]
+            replies = self.replies([request for requests in asked for request in requests])
             start = 0
-            for (tag, _), crops in zip(window, prepared, strict=True):
-                yield tag, flat[start : start + len(crops)]
-                start += len(crops)
+            for (tag, _), requests in zip(window, asked, strict=True):
+                done = replies[start : start + len(requests)]
+                yield tag, [self.task.answer_scores(reply) for reply in done]
+                start += len(requests)
 
 
 NEUTRAL_SETTINGS = ("local_files_only",)
@@ -623,14 +682,24 @@ def fingerprint_settings(section: Mapping[str, Any]) -> dict[str, Any]:
     return {**section, "dtype": dtype}
 
 
+def model_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``score.hf`` of a ``score`` section as it shapes the compare stage's answers
+    (fingerprints): without ``lookahead``, which groups the score stage's images only."""
+    resolved = fingerprint_settings(section["hf"])
+    neutral = (*NEUTRAL_SETTINGS, "lookahead")
+    return {k: v for k, v in resolved.items() if k not in neutral}
+
+
 BACKEND = ScorerBackend(
     check=check_params,
     units=lambda section: prompt_unit(
         section,
         "hf",
         NEUTRAL_SETTINGS,
-        lambda s: HFScorer.from_params(s["hf"], s["prompt"], int(s["K"]), s["readout"]),
+        lambda s, task: HFScorer.from_task(s["hf"], task, s["readout"]),
         backend_code_version(__name__),
         fingerprint_settings,
     ),
+    ask=lambda section, task, readout: HFScorer.from_task(section["hf"], task, readout),
+    ask_settings=model_settings,
 )

@@ -11,11 +11,13 @@ Scheduling: the score stage hands the scorer its images as a stream
 are still answered, so ``concurrency`` requests stay in flight across images (an image of 7 crops
 does not cap it at 7, and no image waits for the slowest crop of the one before), and every
 image's scores come back in table order (:func:`dogiqa.scoring.base.in_flight`). A crop is
-prepared (resized, PNG-encoded) in the thread that sends it. Requests go through the client's
-generic ``post`` (its retries and errors, the same JSON body as ``chat.completions.create``):
-the typed method's conversion of the message dictionaries and of the answer into models more
-than doubles the client's CPU time per request (``client_cpu_ms_per_request`` in
-reports/bench/scaleout.json), which with 32 requests in flight becomes the limit.
+prepared (resized, PNG-encoded) in the thread that sends it. The compare stage's requests
+(pairs, lists) are kept in flight the same way (:meth:`OpenAIScorer.replies`). Requests go
+through the client's generic ``post`` (its retries and errors, the same JSON body as
+``chat.completions.create``): the typed method's conversion of the message dictionaries and of
+the answer into models more than doubles the client's CPU time per request
+(``client_cpu_ms_per_request`` in reports/bench/scaleout.json), which with 32 requests in
+flight becomes the limit.
 
 ``logits`` readout: the level tokens' log-probabilities among the returned top-N (a level's
 value is the larger of its spellings "5" / " 5"; levels outside the top N get probability 0),
@@ -34,6 +36,13 @@ the returned log-probabilities from the raw logits, before that whitelist applie
 (vllm/v1/sample/sampler.py, ``logprobs_mode`` ``raw_logprobs``, the default).
 
 ``generate`` readout: the generated token through ``int()``, as the authors' code.
+
+What is asked is a prompting system's task (``dogiqa.systems``): each request's turns are sent
+with its image parts, in order, as PNG data URLs (a conversation may show several images, and
+exemplar turns: vLLM's V1 engine accepts up to 999 images per prompt unless
+``--limit-mm-per-prompt`` says less). The answer options are the task's (the levels, or A / B /
+same), found by token id or text as the levels are; a ``generate`` request asks for the task's
+``max_new_tokens`` and no log-probabilities.
 
 Crops pass :func:`dogiqa.scoring.prepare_crop` first (vLLM answers HTTP 400 for an aspect ratio
 above 200 with Qwen2-VL models). A crop the server rejects (HTTP 400, 413, 422) becomes a flagged
@@ -58,23 +67,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dogiqa import config, prompts
+from dogiqa import config, prompts, systems
 from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.scoring.base import (
     CropErrors,
     Job,
     LevelScorer,
     LevelScores,
+    Reply,
     ScorerBackend,
     T,
     backend_code_version,
-    fallback_scores,
-    find_level_token_ids,
+    find_option_token_ids,
     first_line,
-    from_logits,
     in_flight,
-    one_hot,
-    parse_level,
     prepare_crop,
     prompt_unit,
 )
@@ -130,27 +136,46 @@ def token_text(token: str) -> str:
     return decoders.ByteLevel().decode([token]).replace("\u2581", " ")
 
 
-def token_level(token: str, k: int, id_levels: Mapping[int, int] | None) -> int | None:
-    """The level (1..K) a returned token stands for, or None: ``token_id:N`` through the level
-    token ids, any other string through its text (the digit alone, spaces aside)."""
+def levels(k: int) -> list[str]:
+    return [str(level) for level in range(1, k + 1)]
+
+
+def token_option(
+    token: str, options: Sequence[str], id_options: Mapping[int, int] | None
+) -> int | None:
+    """The option (1-based) a returned token stands for, or None: ``token_id:N`` through the
+    option token ids, any other string through its text (the option alone, spaces aside)."""
     match = TOKEN_ID.fullmatch(token)
     if match:
-        return id_levels.get(int(match.group(1))) if id_levels else None
+        return id_options.get(int(match.group(1))) if id_options else None
     text = token_text(token).strip()
-    level = parse_level(text, k)
-    return level if level is not None and text == str(level) else None
+    return list(options).index(text) + 1 if text in options else None
+
+
+def token_level(token: str, k: int, id_levels: Mapping[int, int] | None) -> int | None:
+    """The level (1..K) a returned token stands for, or None (the digit alone, spaces aside)."""
+    return token_option(token, levels(k), id_levels)
+
+
+def option_logprobs(
+    top_logprobs: Sequence[Mapping[str, Any]],
+    options: Sequence[str],
+    id_options: Mapping[int, int] | None = None,
+) -> np.ndarray:
+    """Per option, the largest log-probability among its spellings; -inf when absent."""
+    values = np.full(len(options), -np.inf)
+    for entry in top_logprobs:
+        option = token_option(str(entry["token"]), options, id_options)
+        if option is not None:
+            values[option - 1] = max(values[option - 1], float(entry["logprob"]))
+    return values
 
 
 def level_logprobs(
     top_logprobs: Sequence[Mapping[str, Any]], k: int, id_levels: Mapping[int, int] | None = None
 ) -> np.ndarray:
     """Per level 1..K, the largest log-probability among its spellings; -inf when absent."""
-    values = np.full(k, -np.inf)
-    for entry in top_logprobs:
-        level = token_level(str(entry["token"]), k, id_levels)
-        if level is not None:
-            values[level - 1] = max(values[level - 1], float(entry["logprob"]))
-    return values
+    return option_logprobs(top_logprobs, levels(k), id_levels)
 
 
 def server_root(base_url: str) -> str:
@@ -159,11 +184,11 @@ def server_root(base_url: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-def server_level_ids(
-    base_url: str, model: str, k: int, timeout: float, api_key: str | None = None
+def server_option_ids(
+    base_url: str, model: str, options: Sequence[str], timeout: float, api_key: str | None = None
 ) -> dict[int, int] | None:
-    """Level token id -> level, from the server's own tokenizer (vLLM's /tokenize and
-    /detokenize); None when the server has no such endpoints."""
+    """Option token id -> option (1-based: a level, or A / B / same), from the server's own
+    tokenizer (vLLM's /tokenize and /detokenize); None when the server has no such endpoints."""
     import httpx
 
     root = server_root(base_url)
@@ -182,20 +207,21 @@ def server_level_ids(
             return str(post("/detokenize", {"tokens": [token]})["prompt"])
 
         try:
-            levels = find_level_token_ids(k, encode, decode)
+            found = find_option_token_ids(options, encode, decode)
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
-    return {token: level for level, ids in enumerate(levels, start=1) for token in ids}
+    return {token: option for option, ids in enumerate(found, start=1) for token in ids}
 
 
 class OpenAIScorer(LevelScorer):
-    """Scores crops through one or more OpenAI-compatible chat-completions servers."""
+    """Asks a prompting system's task through one or more OpenAI-compatible chat-completions
+    servers (Dog-IQA's prompt alone stands for its single-stimulus standard task)."""
 
     def __init__(
         self,
         base_urls: Sequence[str],
         model: str,
-        prompt: prompts.Prompt,
+        prompt: systems.Task | prompts.Prompt,
         readout: str = "logits",
         api_key: str | None = None,
         concurrency: int = 8,
@@ -210,9 +236,10 @@ class OpenAIScorer(LevelScorer):
         self.timeout = timeout
         self.base_urls = list(base_urls)
         self.model = model
-        self.prompt = prompt
-        self.K = prompt.K
-        self.name = prompt.id
+        self.task = systems.as_task(prompt)
+        self.prompt = self.task.prompt
+        self.K = len(self.task.options)
+        self.name = self.task.id
         self.readout = readout
         self.concurrency = concurrency
         self.top_logprobs = top_logprobs
@@ -226,20 +253,32 @@ class OpenAIScorer(LevelScorer):
         self._lock = threading.Lock()
         self._check_lock = threading.Lock()
         self._next = 0
-        self.errors = CropErrors(self.K, f"score ({prompt.id})")
+        stage = "compare" if self.task.system.compares else "score"
+        item = "request" if self.task.system.compares else "crop"
+        self.errors = CropErrors(self.K, f"{stage} ({self.name})", flagged=Reply.failed, item=item)
+        self._exemplars: list[Image.Image] | None = None
+        self._exemplar_lock = threading.Lock()
 
     @classmethod
     def from_params(
         cls, section: Mapping[str, Any], prompt_id: str, k: int, readout: str
     ) -> OpenAIScorer:
+        """Dog-IQA's prompt ``prompt_id`` (single-stimulus standard), ``score.openai`` settings."""
         prompt = prompts.get(prompt_id)
         if k != prompt.K:
             raise ParamError("score.prompt", f"{prompt_id} has K={prompt.K} but score.K is {k}")
+        return cls.from_task(section, systems.as_task(prompt), readout)
+
+    @classmethod
+    def from_task(
+        cls, section: Mapping[str, Any], task: systems.Task, readout: str
+    ) -> OpenAIScorer:
+        """The servers of ``score.openai`` (``section``) asking ``task``."""
         key_env = section.get("api_key_env")
         return cls(
             section["base_urls"],
             section["model"],
-            prompt,
+            task,
             readout,
             api_key=os.environ.get(key_env) if key_env else None,
             concurrency=section["concurrency"],
@@ -280,7 +319,7 @@ class OpenAIScorer(LevelScorer):
         ids = None
         if self.readout == "logits":
             url = self.base_urls[index]
-            ids = server_level_ids(url, self.model, self.K, self.timeout, self.api_key)
+            ids = server_option_ids(url, self.model, self.task.options, self.timeout, self.api_key)
             if ids is None:
                 log.info("score: %s has no /tokenize; levels are read by token text", url)
         with self._lock:
@@ -297,22 +336,31 @@ class OpenAIScorer(LevelScorer):
             return f"server {url} answered HTTP {exc.status_code}: {exc.message}"
         return f"server {url}: {exc}"
 
-    def _messages(self, crop: Image.Image) -> list[dict[str, Any]]:
-        part = {"type": "image_url", "image_url": {"url": data_url(crop)}}
-        return prompts.chat_messages(self.prompt, part)
+    def _messages(self, request: systems.Request) -> list[dict[str, Any]]:
+        parts = [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in request.images]
+        return request.image_parts(parts)
 
-    def prepare(self, crop: Image.Image) -> dict[str, Any]:
-        """The chat-completions request body of one crop (the crop brought within every
-        model's limits first)."""
-        prepared = prepare_crop(crop, 1, self.max_pixels)
+    def body(self, request: systems.Request) -> dict[str, Any]:
+        """The chat-completions request body of one request: the next token's log-probabilities
+        (``logits``), or up to the task's ``max_new_tokens`` of text (``generate``)."""
+        if self.readout == "logits":
+            asked: dict[str, Any] = {
+                "max_tokens": 1,
+                "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+            }
+        else:
+            asked = {"max_tokens": self.task.max_new_tokens}
         return {
             "model": self.model,
-            "messages": self._messages(prepared),
-            "max_tokens": 1,
+            "messages": self._messages(request),
             "temperature": 0.0,
-            "logprobs": True,
-            "top_logprobs": self.top_logprobs,
+            **asked,
         }
+
+    def prepare(self, crop: Image.Image) -> dict[str, Any]:
+        """The request body of one crop (brought within every model's limits first)."""
+        return self.body(self.requests([[crop]])[0])
 
     def _request(self, body: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
         """(the server's index, the answer's first choice) for one request body."""
@@ -334,12 +382,11 @@ class OpenAIScorer(LevelScorer):
             raise DogIQAError(f"server {self.base_urls[index]} returned no choices")
         return index, choices[0]
 
-    def _read(self, index: int, choice: Mapping[str, Any]) -> LevelScores:
-        """The level scores in a choice of the chat-completions answer (as JSON)."""
+    def _read(self, index: int, choice: Mapping[str, Any]) -> Reply:
+        """The reply in a choice of the chat-completions answer (as JSON)."""
         text = str((choice.get("message") or {}).get("content") or "")
         if self.readout == "generate":
-            level = parse_level(text, self.K)
-            return fallback_scores(self.K, text) if level is None else one_hot(level, self.K, text)
+            return Reply(text=text)
         content = (choice.get("logprobs") or {}).get("content")
         if not content or not content[0].get("top_logprobs"):
             raise DogIQAError(
@@ -349,24 +396,50 @@ class OpenAIScorer(LevelScorer):
         first = content[0]
         entries = [{"token": first["token"], "logprob": first["logprob"]}]  # the chosen token
         entries += first["top_logprobs"]
-        values = level_logprobs(entries, self.K, self._level_ids.get(index))
-        return from_logits(values, log_norm=0.0)  # log-probabilities: normaliser 1
+        values = option_logprobs(entries, self.task.options, self._level_ids.get(index))
+        return Reply(tuple(float(v) for v in values), 0.0)  # log-probabilities: normaliser 1
 
-    def _send(self, body: Mapping[str, Any]) -> LevelScores:
+    def _send(self, request: systems.Request) -> Reply:
+        """The server's reply to one request (its images PNG-encoded here, in the sending
+        thread)."""
         try:
-            return self._read(*self._request(body))
+            return self._read(*self._request(self.body(request)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DogIQAError(
                 f"server answer not in the chat-completions shape ({first_line(exc)})"
             ) from None
 
+    def requests(self, items: Sequence[Sequence[Image.Image]]) -> list[systems.Request]:
+        """One request per item (its stimuli), every image prepared (the exemplars' once)."""
+        exemplars = self._exemplar_images()
+        return [self.task.request([self._prepare(im) for im in item], exemplars) for item in items]
+
+    def _exemplar_images(self) -> list[Image.Image]:
+        with self._exemplar_lock:  # requests are built in the sending threads
+            if self._exemplars is None:
+                self._exemplars = [self._prepare(im) for im in self.task.exemplar_images()]
+            return self._exemplars
+
+    def _prepare(self, image: Image.Image) -> Image.Image:
+        return prepare_crop(image, 1, self.max_pixels)
+
+    def reply_one(self, request: systems.Request) -> Reply:
+        return self.errors.call(lambda batch: [self._send(batch[0])], [request])[0]
+
+    def replies(self, requests: Sequence[systems.Request]) -> list[Reply]:
+        """The server's reply to every request, in their order, ``concurrency`` in flight; a
+        request the server rejects gets a reply carrying the error."""
+        [(_, out)] = in_flight([(None, requests)], self.reply_one, self.concurrency, len(requests))
+        return out
+
     def score_one(self, crop: Image.Image) -> LevelScores:
-        body = self.prepare(crop)
-        return self.errors.call(lambda batch: [self._send(batch[0])], [body])[0]
+        """One crop's request, built (crop prepared) and sent in the calling thread."""
+        return self.task.answer_scores(self.reply_one(self.requests([[crop]])[0]))
 
     def score_stream(self, jobs: Iterable[Job[T]]) -> Iterator[tuple[T, list[LevelScores]]]:
         """Per image, in order, with ``concurrency`` requests in flight across images; at most
         twice as many crops held at once."""
+        self._exemplar_images()  # read once, before the threads start
         return in_flight(jobs, self.score_one, self.concurrency, 2 * self.concurrency)
 
 
@@ -374,13 +447,21 @@ NEUTRAL_SETTINGS = ("base_urls", "api_key_env", "concurrency", "retries", "timeo
 """Settings of ``score.openai`` that do not change the scores (endpoints, credentials,
 throughput)."""
 
+
+def model_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``score.openai`` of a ``score`` section as it shapes the answers (fingerprints)."""
+    return {k: v for k, v in section["openai"].items() if k not in NEUTRAL_SETTINGS}
+
+
 BACKEND = ScorerBackend(
     check=check_params,
     units=lambda section: prompt_unit(
         section,
         "openai",
         NEUTRAL_SETTINGS,
-        lambda s: OpenAIScorer.from_params(s["openai"], s["prompt"], int(s["K"]), s["readout"]),
+        lambda s, task: OpenAIScorer.from_task(s["openai"], task, s["readout"]),
         backend_code_version(__name__),
     ),
+    ask=lambda section, task, readout: OpenAIScorer.from_task(section["openai"], task, readout),
+    ask_settings=model_settings,
 )
