@@ -166,7 +166,7 @@ def _owl3_scorer(folder: Path) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(build_qwen25vl(folder))
     tokenizer.add_special_tokens({"additional_special_tokens": [MARKER]})
-    adapter = adapter_class("mplugowl3")(StubOwl3Model(tokenizer), tokenizer, PROMPT)
+    adapter = adapter_class("mplugowl3")(StubOwl3Model(tokenizer), tokenizer)
     return HFScorer(adapter, PROMPT, "logits", batch_size=1, max_pixels=0, min_side=28)
 
 

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import torch
 
-from dogiqa import prompts
 from dogiqa.scoring import hf
 from dogiqa.scoring.models import resolve
 
@@ -70,9 +69,7 @@ def captured_load_kwargs(
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", recorder("model", True))
     resolved = resolve("mplug-owl3-7b", None, allow_remote_code=True, warn=False)
     with pytest.raises(Stop):
-        hf.MPlugOwl3Adapter.load(
-            resolved, prompts.get("authors_word_k7"), dtype, torch.device("cpu"), True
-        )
+        hf.MPlugOwl3Adapter.load(resolved, dtype, torch.device("cpu"), True)
     return calls
 
 
