@@ -52,7 +52,7 @@ from dogiqa.images import load_rgb  # noqa: E402
 from dogiqa.scoring.classical import SCORERS, ClassicalScorer  # noqa: E402
 
 DATASET = "livec"
-STAGES = ("download", "segment", "score", "aggregate", "evaluate")
+STAGES = ("download", "segment", "count_regions", "score", "aggregate", "evaluate")
 AGGREGATION_CHANGE = ("aggregate", "llmiqa_lambda", 0.5)
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore")
 PROJECT_FOLDERS = ("src", "notebooks", ".dvc")
@@ -125,7 +125,13 @@ def copy_project(target: Path) -> None:
 def fingerprint_files(root: Path) -> dict[str, str]:
     """SHA-256 of the segment and score outputs and caches (to show they are left alone)."""
     found = {}
-    for folder in (paths.REGIONS, paths.SCORES, paths.CACHE / "segment", paths.CACHE / "score"):
+    for folder in (
+        paths.REGIONS,
+        paths.SCORES,
+        paths.CACHE / "segment",
+        paths.CACHE / "count_regions",
+        paths.CACHE / "score",
+    ):
         for path in sorted((root / folder).rglob("*")):
             if path.is_file():
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()

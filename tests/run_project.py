@@ -16,7 +16,7 @@ from stage_project import ROOT, real_images, write_labels
 
 from dogiqa import paths, runs
 
-RUN_STAGES = ("segment", "score", "aggregate", "evaluate")
+RUN_STAGES = ("segment", "count_regions", "score", "aggregate", "evaluate")
 GIT = ["git", "-c", "user.name=dogiqa", "-c", "user.email=dogiqa@example.org"]
 
 
@@ -115,7 +115,8 @@ def write_study_params(root: Path, declared: dict[str, dict[str, Any]]) -> None:
 def run_outputs(root: Path, run_name: str) -> dict[str, tuple[int, bytes]]:
     """Every file of a run (its stage outputs and caches): modification time and bytes."""
     folders = [paths.at(folder / run_name, root) for folder in paths.STAGE_DIRS.values()]
-    folders += [paths.at(paths.CACHE / stage / run_name, root) for stage in ("segment", "score")]
+    cached = ("segment", "count_regions", "score")
+    folders += [paths.at(paths.CACHE / stage / run_name, root) for stage in cached]
     found = {}
     for folder in folders:
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:

@@ -164,7 +164,7 @@ def test_each_runs_stages_write_only_its_folders_and_track_only_its_profile(tmp_
     per_run = {s.name: s for s in stages if "@" in s.name and "-" in s.name.split("@")[1]}
     expected = {
         f"{stage}@{key}"
-        for stage in ("segment", "score", "aggregate", "evaluate")
+        for stage in ("segment", "count_regions", "score", "aggregate", "evaluate")
         for key in runs.stage_items(runs.declared(load_params(tmp_path / "params.yaml")))
     }
     assert set(per_run) == expected and any(k.endswith("paper-kadid") for k in per_run)

@@ -48,14 +48,14 @@ def test_enabling_changing_or_adding_a_run_leaves_the_others_alone(tmp_path: Pat
     declared = {"cpu": CPU, "k5": {**CPU, "profile": "k5", "enabled": False}}
     root = make_project(tmp_path / "study", declared, profiles, images=2)
     first = dvc(root, "repro")
-    assert len(ran(first)) == 4 and run_stages(first, "cpu") == ran(first)
+    assert len(ran(first)) == 5 and run_stages(first, "cpu") == ran(first)
     cpu = run_outputs(root, "cpu")
     assert "data/scores/cpu/livec.csv" in cpu and "data/cache/score/cpu/livec.jsonl" in cpu
 
     dogiqa(root, "runs", "--enable", "k5")  # enabling
     enabled = dvc(root, "repro")
     assert sorted(ran(enabled)) == sorted(
-        f"{s}@k5-livec" for s in ("aggregate", "evaluate", "score", "segment")
+        f"{s}@k5-livec" for s in ("aggregate", "count_regions", "evaluate", "score", "segment")
     )
     k5 = run_outputs(root, "k5")
     assert pd.read_csv(root / "data/scores/k5/livec.csv").K.unique().tolist() == [5]

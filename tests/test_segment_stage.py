@@ -13,8 +13,8 @@ import pytest
 import yaml
 from stage_project import one_run
 
-from dogiqa import paths, segment, segment_stats
-from dogiqa.errors import LabelError, ParamError
+from dogiqa import count_regions, paths, segment, segment_stats
+from dogiqa.errors import DogIQAError, LabelError, ParamError
 from dogiqa.segmentation.algorithm1 import Threshold, check_regions_table
 
 pytestmark = pytest.mark.mirror  # real LIVE Challenge images of the mirror throughout
@@ -206,18 +206,37 @@ def test_count_all_counts_every_image_of_the_dataset_outside_the_sample(
     monkeypatch.chdir(tmp_path)
     sampled = {**params, "sample": {"size": 4, "seed": 0}}
     table = segment.run("livec", sampled)
-    counts = pd.read_csv(paths.region_counts("livec"))
+    assert not paths.region_counts("livec").exists()  # the count_regions stage writes it
+    counts = count_regions.run("livec", sampled)
+    assert counts.equals(pd.read_csv(paths.region_counts("livec")))
     assert list(counts.columns) == ["image", "count", "in_sample"]
     assert set(counts.image) == set(full.index)  # all ten readable images, broken one skipped
     assert counts.in_sample.sum() == table.image.nunique() <= 4
     assert counts.set_index("image")["count"].to_dict() == full.to_dict()
-    summary = json.loads(paths.summary("regions", "livec").read_text())
+    summary = json.loads(paths.region_counts_summary("livec").read_text())
     assert summary["c_max_dataset"] == full.max() and summary["counted_images"] == 10
     assert summary["mean_regions_dataset"] == pytest.approx(full.mean())
+    assert [s["image"] for s in summary["skipped"]] == ["broken.JPG"]
+    assert summary["in_sample"] == table.image.nunique()
+
+    # A second count reads every image's count from the cache; a new sample counts none again.
+    store = paths.stage_cache("count_regions", "livec")
+    lines = store.read_text().splitlines()
+    again = count_regions.run("livec", {**params, "sample": {"size": 3, "seed": 1}})
+    assert store.read_text().splitlines()[: len(lines)] == lines
+    assert again.set_index("image")["count"].to_dict() == full.to_dict()
+
     alone = copy.deepcopy(sampled)
     alone["segment"]["count_all"] = False
-    segment.run("livec", alone)
+    count_regions.run("livec", alone)
     assert pd.read_csv(paths.region_counts("livec")).in_sample.all()
+
+
+def test_count_regions_needs_the_regions_table(params, tmp_path, monkeypatch) -> None:
+    write_labels(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DogIQAError, match="regions table not found .run the segment stage"):
+        count_regions.run("livec", params)
 
 
 @pytest.mark.parametrize(

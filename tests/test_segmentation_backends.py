@@ -18,7 +18,12 @@ from dogiqa.errors import DogIQAError, ParamError
 from dogiqa.images import load_rgb
 from dogiqa.segmentation import build_segmenter
 from dogiqa.segmentation.algorithm1 import region_rows
-from dogiqa.segmentation.classical import ClassicalSegmenter, ClassicalSettings, settings_from
+from dogiqa.segmentation.classical import (
+    ClassicalSegmenter,
+    ClassicalSettings,
+    merge_regions,
+    settings_from,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_SCENE = ROOT / "tests" / "fixtures" / "data" / "images" / "scene1.png"
@@ -92,6 +97,62 @@ def test_merging_respects_max_regions_and_threshold(real_images: dict[str, np.nd
     # A flat image is one region whatever the settings.
     flat = np.full((64, 80, 3), 128, dtype=np.uint8)
     assert ClassicalSegmenter(ClassicalSettings()).masks(flat)[0].all()
+
+
+def _merge_by_sets(labels: np.ndarray, lab: np.ndarray, max_regions: int, threshold: float):
+    """The greedy Ward merge written plainly (edges as a set of pairs, scanned in sorted order
+    every step): what ``merge_regions`` computes with sorted integer codes instead."""
+    n = int(labels.max()) + 1
+    sizes = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    means = (
+        np.stack(
+            [
+                np.bincount(labels.ravel(), weights=lab[..., c].ravel(), minlength=n)
+                for c in range(3)
+            ],
+            axis=1,
+        )
+        / sizes[:, None]
+    )
+    edges = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        edges |= {
+            (min(x, y), max(x, y)) for x, y in zip(a.ravel(), b.ravel(), strict=True) if x != y
+        }
+    parent, alive = np.arange(n), n
+    while edges:
+        pairs = sorted(edges)
+        costs = []
+        for a, b in pairs:
+            dist2 = float(((means[a] - means[b]) ** 2).sum())
+            ward = sizes[a] * sizes[b] / (sizes[a] + sizes[b])
+            costs.append(ward * dist2 if alive > max_regions else dist2)
+        best = int(np.argmin(costs))
+        if alive <= max_regions and costs[best] >= threshold**2:
+            break
+        a, b = pairs[best]
+        means[a] = (means[a] * sizes[a] + means[b] * sizes[b]) / (sizes[a] + sizes[b])
+        sizes[a] += sizes[b]
+        parent[parent == b] = a
+        alive -= 1
+        edges = {
+            (min(x, y), max(x, y))
+            for x, y in ((a if p == b else p, a if q == b else q) for p, q in edges)
+            if x != y
+        }
+    return np.unique(parent[labels], return_inverse=True)[1].reshape(labels.shape)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_regions_is_the_plain_greedy_merge(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 25, size=(6, 8))  # 25 labels in blocks, some repeated apart
+    labels = np.unique(np.kron(blocks, np.ones((4, 4), dtype=int)), return_inverse=True)[1]
+    labels = labels.reshape(24, 32)
+    lab = rng.normal(50, 20, size=(24, 32, 3))
+    for max_regions, threshold in ((5, 20.0), (1, 0.0), (30, 1e6), (8, 0.0)):
+        expected = _merge_by_sets(labels, lab, max_regions, threshold)
+        assert np.array_equal(merge_regions(labels, lab, max_regions, threshold), expected)
 
 
 def test_classical_settings_are_validated(segment_params: dict[str, Any]) -> None:

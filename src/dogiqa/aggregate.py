@@ -16,8 +16,8 @@ a the region's area and c the number of final regions:
 - s_local (no complement): the area-weighted mean over the masks alone (seed 001 Table 5);
 - s_local (mean): the plain mean of the region scores;
 - s_seg = c * K / c_max, with c_max the largest c over the dataset: every image of it when the
-  segment stage counted them all (``segment.count_all``, the paper's definition), else the run's
-  images (or a fixed value);
+  count_regions stage counted them all (``segment.count_all``, the paper's definition), else
+  the run's images (or a fixed value);
 - s_seg at the paper's scale (``*_scaled``): c_max = mean(c) * 71 / 7.22, the ratio of the
   paper's SPAQ figures (c_max 71, 7.22 masks on average), so that s_seg averages what it averages
   in the paper (7.22 * K / 71 = 0.71 at K = 7) whatever the segmenter's tail of counts;

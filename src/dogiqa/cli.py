@@ -153,6 +153,12 @@ COMMANDS: dict[str, Command] = {
     "segment": Command(
         "dogiqa.segment", "cut each image into regions (Algorithm 1)", _per_run, _run_dataset
     ),
+    "count-regions": Command(
+        "dogiqa.count_regions",
+        "count the regions of every image of the dataset (c_max of s_seg)",
+        _per_run,
+        _run_dataset,
+    ),
     "segment-stats": Command(
         "dogiqa.segment_stats", "segmentation statistics over all datasets", _whole_study
     ),

@@ -113,8 +113,15 @@ def regions_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_
 
 
 def region_counts(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:
-    """Region count c per image of the whole dataset (the segment stage's ``count_all``)."""
+    """Region count c per image of the whole dataset (the count_regions stage)."""
     return stage_file("regions", dataset, ".counts.csv", base, run=run)
+
+
+def region_counts_summary(
+    dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN
+) -> Path:
+    """The count_regions stage's summary (counted images, c_max and mean count over them)."""
+    return stage_file("regions", dataset, ".counts.summary.json", base, run=run)
 
 
 def scores_table(dataset: str, base: Path | None = None, *, run: str = DEFAULT_RUN) -> Path:

@@ -58,11 +58,11 @@ REGIONS = Table(
 )
 REGION_COUNTS = Table(
     "region counts table",
-    "segment",
+    "count_regions",
     ("image", "count", "in_sample"),
     text=("image",),
 )
-"""Algorithm 1's region count c of every image of a dataset (``segment.count_all``), the
+"""Algorithm 1's region count c of every image of a dataset (``dogiqa.count_regions``), the
 population of c_max."""
 SCORES = Table(
     "scores table",

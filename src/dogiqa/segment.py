@@ -4,10 +4,9 @@ Reads ``data/labels/<ds>.csv`` (the run's sample of the images with an image fil
 ``dogiqa.schema.stage_images``), segments each image with the configured backend
 (``dogiqa.segmentation``), checks the result (``algorithm1.check_regions_table``) and writes
 ``data/regions/<run>/<ds>.csv`` (see docs/data_contracts.md) and its summary (counts, skipped
-images with their reasons, c_max, mean regions per image). With ``segment.count_all`` it also
-counts the regions of every other image of the dataset (Algorithm 1's count c alone, no masks
-kept) into ``data/regions/<run>/<ds>.counts.csv``: the paper defines c_max of s_seg over the
-entire dataset, not over a run's sample. Finished images are cached one per line
+images with their reasons, c_max, mean regions per image). The count_regions stage
+(``dogiqa.count_regions``) counts the regions of the dataset's other images with the same
+settings (``segment.count_all``). Finished images are cached one per line
 (``dogiqa.cache``), so an interrupted run resumes where it stopped; cache lines made with other
 segment params (or another version of the segmenter or of Algorithm 1) are redone, and so is an
 image whose file changed (one skipped as unreadable is retried then).
@@ -51,7 +50,8 @@ class SegmentParams:
     sample: schema.Sample
     """The run's images (``sample``); not part of the fingerprint: it picks images, not results."""
     count_all: bool = True
-    """Also count the regions of the images outside the sample (not part of the fingerprint)."""
+    """The count_regions stage also counts the images outside the sample (not part of the
+    fingerprint: it picks images, not results)."""
 
     @cached_property
     def fingerprint(self) -> str:
@@ -101,14 +101,6 @@ def segment_image(
     masks = segmenter.masks(image)
     t = settings.threshold.for_image(height, width)
     return algorithm1.region_rows(masks, height, width, t, settings.mode)
-
-
-def count_regions(segmenter: Segmenter, image_path: str | Path, settings: SegmentParams) -> int:
-    """Algorithm 1's region count c of one image (what its regions table rows would say)."""
-    image = load_rgb(image_path)
-    height, width = image.shape[:2]
-    t = settings.threshold.for_image(height, width)
-    return len(algorithm1.select_regions(segmenter.masks(image), height, width, t, settings.mode))
 
 
 def _reusable(entry: Mapping[str, Any], settings: SegmentParams, digest: str | None) -> bool:
@@ -176,57 +168,6 @@ def _tables(
     return pd.DataFrame(rows, columns=COLUMNS), skipped
 
 
-def dataset_images(dataset: str) -> pd.DataFrame:
-    """Every image of the dataset with an image file (the population of c_max), label order."""
-    return sample_images(dataset, schema.Sample(size=0, seed=0))
-
-
-def _count_rest(
-    dataset: str, rest: pd.DataFrame, settings: SegmentParams, run_name: str
-) -> dict[str, int]:
-    """Region counts of the images outside the sample, cached per image as the regions are."""
-    store = cache.ImageCache(paths.stage_cache("segment", f"{dataset}.counts", run=run_name))
-    cached = store.done()
-    counts: dict[str, int] = {}
-    todo = []
-    for name, listed in zip(rest["image"], rest["path"], strict=True):
-        digest = cache.file_digest(paths.at(listed))
-        entry = cached.get(name, {})
-        if entry.get("file") == digest and entry.get("fingerprint") == settings.fingerprint:
-            if "count" in entry:
-                counts[name] = int(entry["count"])
-        else:
-            todo.append((name, listed, digest))
-    log.info("segment %s: counting the regions of %d more images", dataset, len(todo))
-    segmenter: Segmenter | None = None
-    for name, listed, digest in tqdm(todo, unit="img", desc="count regions"):
-        segmenter = segmenter or build_segmenter(settings.section)
-        try:
-            result: dict[str, Any] = {"count": count_regions(segmenter, paths.at(listed), settings)}
-            counts[name] = result["count"]
-        except ImageError as exc:
-            result = {"skipped": str(exc)}
-        store.add(name, {**result, "fingerprint": settings.fingerprint, "file": digest})
-    return counts
-
-
-def region_counts(
-    dataset: str, table: pd.DataFrame, settings: SegmentParams, run_name: str
-) -> pd.DataFrame:
-    """Per image of the dataset (or of the sample alone without ``count_all``): its region count
-    and whether it is in the run's sample. Columns image, count, in_sample."""
-    sampled = table.loc[table["region"] == 0, ["image", "count"]].assign(in_sample=True)
-    if not settings.count_all:
-        return sampled.reset_index(drop=True)
-    everything = dataset_images(dataset)
-    rest = everything[~everything["image"].isin(sampled["image"])]
-    counted = _count_rest(dataset, rest, settings, run_name)
-    others = pd.DataFrame(
-        {"image": list(counted), "count": list(counted.values()), "in_sample": False}
-    )
-    return pd.concat([sampled, others], ignore_index=True)
-
-
 def check(table: pd.DataFrame, settings: SegmentParams) -> None:
     """Refuse a regions table that breaks its contract (Algorithm 1's invariants)."""
     problems = algorithm1.check_regions_table(table, settings.threshold, settings.mode)
@@ -245,7 +186,6 @@ def run(dataset: str, params: Mapping[str, Any], run_name: str = paths.DEFAULT_R
     table, skipped = _tables(images, done, settings.backend)
     check(table, settings)
     counts = table.loc[table["region"] == 0, "count"]
-    population = region_counts(dataset, table, settings, run_name)
     summary = {
         "dataset": dataset,
         "backend": settings.backend,
@@ -257,16 +197,9 @@ def run(dataset: str, params: Mapping[str, Any], run_name: str = paths.DEFAULT_R
         "skipped": skipped,
         "c_max": algorithm1.c_max(counts),
         "mean_regions": round(float(counts.mean()), 6) if len(counts) else None,
-        # Over every image of the dataset (count_all) or the sample: c_max as the paper defines it.
-        "counted_images": len(population),
-        "c_max_dataset": algorithm1.c_max(population["count"]),
-        "mean_regions_dataset": round(float(population["count"].mean()), 6)
-        if len(population)
-        else None,
     }
     out = paths.regions_table(dataset, run=run_name)
     io.write_table(schema.REGIONS, out, table)
-    io.write_table(schema.REGION_COUNTS, paths.region_counts(dataset, run=run_name), population)
     io.write_json_atomic(paths.summary("regions", dataset, run=run_name), summary)
     log.info(
         "segment %s: %d images, %d skipped -> %s",

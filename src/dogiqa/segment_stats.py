@@ -3,8 +3,8 @@
 Writes ``reports/tables/segmentation_stats.csv`` and its Markdown twin ``.md`` with columns:
 ``run``, ``dataset``, ``backend``, ``images`` (segmented images), ``mean_regions`` (mean count c
 per image), ``max_regions`` (the largest c among them), ``complement_share`` (share of images that
-have a complement region), and over every counted image of the dataset (the segment stage's
-``count_all``; the run's images without it): ``counted_images``, ``mean_regions_dataset`` and
+have a complement region), and over every counted image of the dataset (the count_regions
+stage's table; the run's images without it): ``counted_images``, ``mean_regions_dataset`` and
 ``c_max_dataset`` (c_max as the paper defines it), for every enabled run and its datasets.
 """
 

@@ -81,32 +81,31 @@ def _superpixels(work: np.ndarray, s: ClassicalSettings) -> np.ndarray:
     return dense.reshape(labels.shape)
 
 
-def _adjacent_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
-    pairs = np.concatenate(
-        [
-            np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], axis=1),
-            np.stack([labels[:-1, :].ravel(), labels[1:, :].ravel()], axis=1),
-        ]
-    )
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    pairs.sort(axis=1)
-    return {(int(a), int(b)) for a, b in np.unique(pairs, axis=0)}
+def _adjacent_pairs(labels: np.ndarray, n: int) -> np.ndarray:
+    """The pairs of 4-adjacent labels a < b, each once, as codes ``a * n + b`` in ascending
+    order (the lexicographic order of the pairs)."""
+    left = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    right = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    return _pair_codes(left, right, n)
 
 
-def _relabel(edges: set[tuple[int, int]], old: int, new: int) -> set[tuple[int, int]]:
-    """The edge set after label ``old`` is merged into ``new`` (self-loops dropped)."""
-    result = set()
-    for x, y in edges:
-        x, y = (new if x == old else x), (new if y == old else y)
-        if x != y:
-            result.add((min(x, y), max(x, y)))
-    return result
+def _pair_codes(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Sorted unique codes ``min * n + max`` of the pairs (a[i], b[i]), self-pairs dropped."""
+    keep = a != b
+    low = np.minimum(a[keep], b[keep]).astype(np.int64)
+    high = np.maximum(a[keep], b[keep]).astype(np.int64)
+    return np.unique(low * n + high)
 
 
 def merge_regions(
     labels: np.ndarray, lab: np.ndarray, max_regions: int, merge_threshold: float
 ) -> np.ndarray:
-    """Greedy Ward merging of adjacent labels (0..n-1); returns dense labels of the merged map."""
+    """Greedy Ward merging of adjacent labels (0..n-1); returns dense labels of the merged map.
+
+    Ties go to the first pair in (a, b) order. The edge list is kept as sorted integer codes
+    and relabelled with array operations: one pass costs a few NumPy calls, not a Python loop
+    over the edges.
+    """
     n = int(labels.max()) + 1
     sizes = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
     sums = np.stack(
@@ -114,13 +113,11 @@ def merge_regions(
         axis=1,
     )
     means = sums / sizes[:, None]
-    edges = _adjacent_pairs(labels)
+    codes = _adjacent_pairs(labels, n)
     parent = np.arange(n)
     alive = n
-    while edges:
-        pairs = sorted(edges)
-        a_idx = np.array([p[0] for p in pairs])
-        b_idx = np.array([p[1] for p in pairs])
+    while codes.size:
+        a_idx, b_idx = np.divmod(codes, n)
         dist2 = ((means[a_idx] - means[b_idx]) ** 2).sum(axis=1)
         if alive > max_regions:
             weight = sizes[a_idx] * sizes[b_idx] / (sizes[a_idx] + sizes[b_idx])
@@ -129,12 +126,13 @@ def merge_regions(
             best = int(np.argmin(dist2))
             if dist2[best] >= merge_threshold**2:
                 break
-        a, b = pairs[best]
+        a, b = int(a_idx[best]), int(b_idx[best])
         means[a] = (means[a] * sizes[a] + means[b] * sizes[b]) / (sizes[a] + sizes[b])
         sizes[a] += sizes[b]
         parent[parent == b] = a
         alive -= 1
-        edges = _relabel(edges, b, a)
+        # b's edges become a's; the pair (a, b) itself and any duplicates disappear.
+        codes = _pair_codes(np.where(a_idx == b, a, a_idx), np.where(b_idx == b, a, b_idx), n)
     _, dense = np.unique(parent[labels], return_inverse=True)
     return dense.reshape(labels.shape)
 
