@@ -13,7 +13,8 @@ takes about 0.1 s an image, SAM 2 its full pass), and its result is small: both 
 in git (``cache: false`` in dvc.yaml), so a clone with the same images and params has them and
 DVC does not count again. Counts are cached per image (``dogiqa.cache``), keyed, as the segment
 stage's regions are, by the segment settings and the bytes of the image file: an interrupted
-count resumes, and a change to the sample counts no image again.
+count resumes, and a new sample counts only the images it leaves out that no earlier count
+holds (those the old sample had).
 """
 
 from __future__ import annotations
